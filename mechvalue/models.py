@@ -313,3 +313,33 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
         model = _load_hub(str(name), processing, device, torch_dtype, local_files_only)
     model.eval()
     return model
+
+
+def load_bridge(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
+                processing: str | WeightProcessing | None = "none"):
+    """The offline default (or a ``.gguf`` file) as a ``TransformerBridge`` in compatibility mode.
+
+    Statistics and hooks in mechvalue use only the API the bridge shares with
+    ``HookedTransformer``, so either class can be passed wherever a model is expected.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = offline_gguf_path() if name is None or str(name).lower() in _ALIASES else Path(name)
+    if path.suffix != ".gguf" or not path.exists():
+        raise ModelUnavailableError(f"load_bridge takes the offline default or a .gguf path, not {name!r}")
+    processing = WeightProcessing.parse(processing)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    model_id = SMOLLM2_HUB_NAME if path == offline_gguf_path() else path.stem
+    bridge = TransformerBridge.boot_transformers(model_id, hf_model=hf_model, tokenizer=tokenizer,
+                                                 device=_device(device))
+    if processing == WeightProcessing():
+        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    else:
+        bridge.enable_compatibility_mode(disable_warnings=True, **processing.to_dict())
+    bridge.mechvalue_info = {"model_id": model_id, "source": str(path), "processing": processing.to_dict(),
+                             "dtype": "torch.float32", "class": "TransformerBridge"}
+    return bridge

@@ -1,0 +1,51 @@
+"""Shared fixtures: the real offline model (session scope) and tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def smollm():
+    """SmolLM2-135M-Instruct from the offline GGUF, no weight processing."""
+    from mechvalue.models import load_model
+
+    return load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(smollm):
+    return smollm.tokenizer
+
+
+def make_tiny_model(tokenizer, *, n_layers: int = 3, d_model: int = 32, d_mlp: int = 48, seed: int = 0,
+                    gated: bool = True) -> HookedTransformer:
+    """A small random Llama-style HookedTransformer sharing the real tokenizer."""
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers, d_model=d_model, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=d_mlp,
+        d_vocab=len(tokenizer), n_ctx=512, act_fn="silu", normalization_type="RMS",
+        positional_embedding_type="rotary", rotary_dim=8, gated_mlp=gated, final_rms=True, seed=seed,
+        model_name=f"tiny-{seed}", device="cpu",
+    )
+    torch.manual_seed(seed)
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
+    model.mechvalue_info = {"model_id": f"tiny-{seed}", "processing": "none"}
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    return make_tiny_model(tokenizer)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.skip(f"public data not found at {SHARED_DATA}")
+    return SHARED_DATA
