@@ -1,0 +1,541 @@
+"""Regenerate or extend the bundled value datasets with any OpenAI-compatible chat endpoint.
+
+Contrastive pairs follow ConVA's two-step recipe (Jin et al. 2025): step 1 asks for diverse
+positives of a value, step 2 asks, per positive, for ONE matched negative that keeps persona,
+scene and sentence structure and flips only the value. System prompts, dilemmas, portraits
+and neutral queries are asked for in batches. The prompts are the ``*_PROMPT`` constants.
+
+Output is append-only JSONL in the schema of ``data/``, each record checked by data.py's
+validator, ids like ``benevolence-pair-g0001``. ``n`` is the target number of generated records
+in the file, so a rerun resumes: ids already there are skipped, every line is flushed and
+fsynced, texts that normalise like an existing one are dropped. 429, 5xx, timeouts and
+connection errors are retried with exponential backoff and jitter; malformed replies are
+re-asked. Both budgets are bounded; an item that exhausts them is a recorded failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import random
+import re
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict, Unpack
+
+from tqdm.auto import tqdm
+
+from . import data as _data
+from .data import ContrastPair, Dilemma, PortraitItem, Query, SystemPrompt
+from .errors import DataError, MechvalueError
+from .values import DEFINITIONS, OPPOSITE_PAIRS, VALUES, canonical
+
+_HEAD = (
+    "You are helping build a research dataset on Schwartz's basic human values.\nValue: {value} "
+    "({definition}).\n\n")
+PAIR_POSITIVES_PROMPT = _HEAD + (
+    "Write {k} different sentences, each describing a concrete action, choice or attitude of one "
+    "person that clearly expresses {value}. Make them diverse: vary the persona (age, occupation, "
+    "culture; first person 'I' or a named third person), the scene (for example {scenes}) and the "
+    "sentence structure (length, clause order, tense). Each sentence is self-contained, 12-35 words, "
+    "and never names the value.\n\nReply with only a JSON array of {k} strings.")
+PAIR_NEGATIVE_PROMPT = _HEAD + (
+    "This sentence expresses {value}:\n{positive}\n\nWrite ONE matched sentence that keeps the same "
+    "persona, the same scene and the same sentence structure, changes as few words as possible, and no "
+    "longer expresses {value}: the person does not act on or care about it. Add no new people, places "
+    "or topics.\n\nReply with only a JSON object: {{\"negative\": \"<sentence>\"}}")
+SYSTEM_PROMPT_PROMPT = _HEAD + (
+    "Write {k} different system prompts (1-3 sentences each) that tell an AI assistant to prioritise "
+    "{value} in its answers. Vary tone, length and wording (for example contexts like "
+    "{scenes}).\n\nReply with only a JSON array of {k} strings.")
+DILEMMA_PROMPT = _HEAD + (
+    "Write {k} different everyday dilemmas, each a first-person question a user might ask an "
+    "assistant, where honouring {value} conflicts with another value (prefer {conflicts}; allowed: "
+    "{others}). Vary the scene (for example {scenes}). Give one short answer honouring {value} and one "
+    "honouring the other value.\n\nReply with only a JSON array of {k} objects with keys \"question\", "
+    "\"value_answer\", \"conflict_value\", \"conflict_answer\".")
+PORTRAIT_PROMPT = _HEAD + (
+    "Write {k} different PVQ-style portraits of a person who holds {value}, two sentences each, "
+    "starting 'It is important to this person ...'. Vary the life area (for example {scenes}) and "
+    "never name the value.\n\nReply with only a JSON array of {k} strings.")
+QUERY_PROMPT = (
+    "Write {k} different short questions a user might ask an AI assistant, of the kind '{category}'. "
+    "They must be neutral: presuppose no value (no stance on success, tradition, pleasure, caring, "
+    "...) and touch everyday topics (for example {scenes}).\n\nReply with only a JSON array of {k} "
+    "strings.")
+#: life areas rotated through the prompts' ``{scenes}`` hints (order shuffled by the seed)
+SCENES = ("work", "school", "family dinner", "sports", "travel", "money", "neighbours", "online life",
+          "health", "a wedding", "a hospital", "farming", "a small business", "religion", "the military",
+          "arts", "cooking", "a city council", "old age", "childhood", "science", "friendship",
+          "moving house")
+_RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
+_FATAL_STATUS = {401, 403, 404}  # no request can succeed: stop the run
+_WORDS = re.compile(r"[a-z]+")
+
+
+class GenerationError(MechvalueError):
+    """The endpoint cannot be used (missing configuration, authentication failed, unknown model)."""
+
+
+class _Malformed(Exception):
+    """A reply that is not the JSON asked for; the request is re-asked."""
+
+
+class _GiveUp(Exception):
+    """A request that exhausted its retry budgets; recorded as a failure."""
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Endpoint and retry settings (seconds). Retry-After is honoured, capped at ``backoff_max``."""
+
+    base_url: str
+    model: str
+    api_key: str = "EMPTY"
+    timeout: float = 60.0
+    max_attempts: int = 5  # per request, on 429/5xx/timeouts/connection errors
+    max_malformed: int = 2  # re-asks per request after a malformed reply
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    temperature: float = 1.0
+
+    @classmethod
+    def resolve(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
+                **kw: Any) -> ClientConfig:
+        """Arguments first, else ``$OPENAI_BASE_URL``, ``$MECHVALUE_GEN_MODEL``, ``$OPENAI_API_KEY``."""
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        model = model or os.environ.get("MECHVALUE_GEN_MODEL")
+        missing = [m for m, v in (("base URL (--base-url or $OPENAI_BASE_URL)", base_url),
+                                  ("model (--model or $MECHVALUE_GEN_MODEL)", model)) if not v]
+        if missing:
+            raise GenerationError(f"no {' and no '.join(missing)} given for the generation endpoint")
+        cfg = cls(base_url, model, api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY", **kw)
+        if cfg.max_attempts < 1 or cfg.max_malformed < 0 or cfg.timeout <= 0:
+            raise GenerationError("need max_attempts >= 1, max_malformed >= 0 and timeout > 0")
+        return cfg
+
+
+@dataclass
+class GenerationResult:
+    """What a run did; ``failed`` counts requests given up after their retry budgets."""
+
+    out_path: str
+    target: int
+    written: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    failed: int = 0
+    retries: int = 0
+    malformed: int = 0
+    requests: int = 0
+    context_bias: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.written + self.skipped >= self.target
+
+    def summary(self) -> str:
+        s = (f"{self.out_path}: {self.written} written, {self.skipped} skipped (already there), "
+             f"{self.duplicates} duplicates dropped, {self.failed} failed, {self.retries} retries, "
+             f"{self.malformed} malformed replies, {self.requests} requests")
+        if self.context_bias is not None:
+            s += f", context-bias share {self.context_bias:.2f}"
+        done = self.written + self.skipped
+        return s + ("" if self.complete else f"; INCOMPLETE ({done}/{self.target}): rerun to resume")
+
+
+class Options(TypedDict, total=False):
+    """Keyword options of the ``generate_*`` functions; see :func:`generate_pairs`."""
+
+    config: ClientConfig
+    base_url: str
+    model: str
+    api_key: str
+    concurrency: int
+    seed: int
+    batch_size: int
+    progress: bool
+
+
+def _norm(text: str) -> str:
+    return " ".join(_WORDS.findall(text.lower()))
+
+
+def parse_json_reply(text: str) -> Any:
+    """Parse a reply as JSON, dropping ``<think>`` blocks, code fences and prose around the outer [] or {}."""
+    text = re.sub(r"<think>.*?</think>", "", text or "", flags=re.S).strip()
+    fence = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.S)
+    text = fence.group(1).strip() if fence else text
+    starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
+    candidates = [text] + ([text[min(starts):text.rfind("]" if text[min(starts)] == "[" else "}") + 1]]
+                           if starts else [])
+    for c in candidates:
+        try:
+            return json.loads(c)
+        except json.JSONDecodeError:
+            pass
+    raise _Malformed(f"not JSON: {text[:80]!r}")
+
+
+class _Caller:
+    """Chat requests with bounded retries, shared by the worker threads."""
+
+    def __init__(self, cfg: ClientConfig, result: GenerationResult, seed: int):
+        import openai
+
+        self.openai, self.cfg, self.result = openai, cfg, result
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0,
+                                    timeout=cfg.timeout)
+        self.lock, self.rng = threading.Lock(), random.Random(seed)
+
+    def count(self, failure: str | None = None, **kw: int) -> None:
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self.result, k, getattr(self.result, k) + v)
+            if failure:
+                self.result.failed += 1
+                self.result.failures.append(failure)
+
+    def chat(self, prompt: str) -> str:
+        """One reply's text; raises _Malformed, _GiveUp or GenerationError."""
+        o, cfg, err = self.openai, self.cfg, ""
+        for attempt in range(cfg.max_attempts):
+            self.count(requests=1)
+            retry_after = None
+            try:
+                msgs = [{"role": "user", "content": prompt}]
+                resp = self.client.chat.completions.create(model=cfg.model, messages=msgs,
+                                                           temperature=cfg.temperature)
+                try:
+                    return resp.choices[0].message.content or ""
+                except (AttributeError, IndexError, TypeError) as exc:
+                    raise _Malformed("reply is not a chat completion") from exc
+            except o.APIStatusError as exc:
+                code, err = exc.status_code, f"HTTP {exc.status_code} ({exc.message})"
+                if code in _FATAL_STATUS:
+                    raise GenerationError(f"{cfg.base_url} answered {err}; check the base URL, the model "
+                                          "name and the API key") from exc
+                if code not in _RETRY_STATUS and code < 500:
+                    raise _GiveUp(err) from exc
+                retry_after = exc.response.headers.get("retry-after")
+            except o.APIConnectionError as exc:  # includes APITimeoutError
+                err = "timeout" if isinstance(exc, o.APITimeoutError) else f"connection error ({exc})"
+            except o.APIError as exc:
+                raise _Malformed(f"unreadable reply ({exc})") from exc
+            if attempt + 1 < cfg.max_attempts:
+                self.count(retries=1)
+                with self.lock:
+                    delay = cfg.backoff_base * 2 ** attempt * self.rng.uniform(0.5, 1.0)
+                if retry_after and re.fullmatch(r"\d+(\.\d+)?", retry_after.strip()):
+                    delay = max(delay, float(retry_after))
+                time.sleep(min(delay, cfg.backoff_max))
+        raise _GiveUp(f"{err} after {cfg.max_attempts} attempts")
+
+    def ask(self, prompt: str, parse: Callable[[Any], list[dict]]) -> list[dict]:
+        """Chat and parse, re-asking after malformed replies; [] (a recorded failure) when budgets run out."""
+        last = ""
+        try:
+            for _ in range(self.cfg.max_malformed + 1):
+                try:
+                    return parse(parse_json_reply(self.chat(prompt)))
+                except _Malformed as exc:
+                    self.count(malformed=1)
+                    last = str(exc)
+            raise _GiveUp(f"malformed reply {self.cfg.max_malformed + 1} times: {last}")
+        except _GiveUp as exc:
+            self.count(failure=str(exc))
+            return []
+
+
+@dataclass
+class _Spec:
+    """One dataset kind: record type, id prefix, de-duplicated fields, prompts, parsers, known records."""
+
+    record: type
+    prefix: str
+    dedup: tuple[str, ...]
+    prompt1: Callable[[int, str], str]  # (k, scene hint) -> step-1 prompt
+    parse1: Callable[[Any], list[dict]]  # JSON reply -> partial records
+    finish: Callable[[dict, str], dict]  # (partial record, id) -> record dict
+    prompt2: Callable[[dict], str] | None = None  # optional step 2, once per partial record
+    parse2: Callable[[dict, Any], list[dict]] | None = None
+    existing: list[dict] = field(default_factory=list)
+    value: str | None = None
+
+
+def _items(obj: Any) -> list:
+    """The list in a reply: the reply itself, or the one list inside a JSON object."""
+    lists = [v for v in obj.values() if isinstance(v, list)] if isinstance(obj, dict) else [obj]
+    if len(lists) != 1 or not isinstance(lists[0], list):
+        raise _Malformed("expected a JSON array")
+    return lists[0]
+
+
+def _valid_only(record: type, finish: Callable[[dict, str], dict], parts: list[dict]) -> list[dict]:
+    """The partial records that data.py's validator accepts once completed; _Malformed if none."""
+    names, good = [f.name for f in dataclasses.fields(record)], []
+    for p in parts:
+        try:
+            _data._validate(finish(dict(p), "probe"), record, names, "generated record")
+            good.append(p)
+        except DataError:
+            pass
+    if not good:
+        raise _Malformed("no valid item in the reply")
+    return good
+
+
+def _strings(key: str, record: type, finish: Callable[[dict, str], dict]) -> Callable[[Any], list[dict]]:
+    return lambda obj: _valid_only(record, finish, [{key: s.strip()} for s in _items(obj)
+                                                    if isinstance(s, str) and s.strip()])
+
+
+def _read_existing(path: Path, record: type) -> list[dict]:
+    """Records already in ``path``; a partial last line (an interrupted write) is cut off with a warning."""
+    raw = path.read_bytes() if path.exists() else b""
+    if raw and not raw.endswith(b"\n"):
+        warnings.warn(f"{path}: dropping a partial last line (interrupted write)", stacklevel=3)
+        with open(path, "r+b") as fh:
+            fh.truncate(raw.rfind(b"\n") + 1)
+        raw = raw[:raw.rfind(b"\n") + 1]
+    return [dataclasses.asdict(r) for r in _data.read_jsonl(path, record)] if raw.strip() else []
+
+
+def _append(fh: Any, line: str) -> None:
+    fh.write(line + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def _run(spec: _Spec, n: int, out_path: str | Path, *, config: ClientConfig | None = None,
+         base_url: str | None = None, model: str | None = None, api_key: str | None = None,
+         concurrency: int = 4, seed: int = 0, batch_size: int = 10,
+         progress: bool = True) -> GenerationResult:
+    """Generate until ``out_path`` holds ``n`` records with ``spec``'s generated ids; see the module doc."""
+    given = {k: v for k, v in (("base_url", base_url), ("model", model), ("api_key", api_key)) if v}
+    cfg = dataclasses.replace(config, **given) if config else ClientConfig.resolve(base_url, model, api_key)
+    if n < 0 or concurrency < 1 or batch_size < 1:
+        raise MechvalueError(f"need n >= 0, concurrency >= 1 and batch_size >= 1, not {n}, {concurrency}, "
+                             f"{batch_size}")
+    out = Path(out_path)
+    rows = _read_existing(out, spec.record)
+    if spec.value and any(r["value"] != spec.value for r in rows):
+        raise DataError(f"{out}: holds records of another value than {spec.value}; use one file per value")
+    pat = re.compile(rf"^{re.escape(spec.prefix)}-g(\d+)$")
+    nums = [int(m.group(1)) for r in rows if (m := pat.match(r["id"]))]
+    result = GenerationResult(str(out), n, skipped=min(len(nums), n))
+    seen = {_norm(r[f]) for r in rows + spec.existing for f in spec.dedup if f in r}
+    next_num, need = max(nums, default=0) + 1, max(0, n - len(nums))
+    caller, names = _Caller(cfg, result, seed), [f.name for f in dataclasses.fields(spec.record)]
+    scenes = list(SCENES)
+    random.Random(f"{seed}:{spec.prefix}:{next_num}").shuffle(scenes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pending: dict[Future, tuple[int, int, frozenset]] = {}  # future -> (step, items reserved, keys it holds)
+    batches, max_batches = 0, 2 * math.ceil(need / batch_size) + 2  # a bound on step-1 requests
+
+    def free() -> int:
+        return need - result.written - sum(r for _, r, _ in pending.values())
+
+    with open(out, "a", encoding="utf-8") as fh, ThreadPoolExecutor(concurrency) as pool, \
+            tqdm(total=n, initial=result.skipped, desc=spec.prefix, disable=not progress) as bar:
+        try:
+            while True:
+                while (k := min(batch_size, free())) > 0 and batches < max_batches:
+                    hint = ", ".join(scenes[(3 * batches + i) % len(scenes)] for i in range(3))
+                    pending[pool.submit(caller.ask, spec.prompt1(k, hint), spec.parse1)] = (1, k, frozenset())
+                    batches += 1
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    step, _, held = pending.pop(fut)
+                    for part in fut.result():
+                        keys = [k for f in spec.dedup if f in part and (k := _norm(part[f])) not in held]
+                        if any(k in seen for k in keys) or len(set(keys)) < len(keys):
+                            result.duplicates += 1
+                            continue
+                        if free() <= 0:
+                            break
+                        seen.update(keys)
+                        if step == 1 and spec.prompt2 and spec.parse2:
+                            parse = functools.partial(spec.parse2, part)
+                            pending[pool.submit(caller.ask, spec.prompt2(part), parse)] = (2, 1,
+                                                                                            frozenset(keys))
+                            continue
+                        rec = _data._validate(spec.finish(part, f"{spec.prefix}-g{next_num:04d}"),
+                                              spec.record, names, f"{out}: generated record")
+                        _append(fh, json.dumps(dataclasses.asdict(rec), ensure_ascii=False))
+                        next_num, result.written = next_num + 1, result.written + 1
+                        bar.update(1)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+    return result
+
+
+def _value_spec(value: str, record: type, tag: str, folder: str, key: str, template: str,
+                finish: Callable[[dict, str], dict] | None = None, **fmt: str) -> _Spec:
+    def plain(part: dict, rid: str) -> dict:
+        return {"id": rid, "value": value, **part}
+
+    finish = finish or plain
+    try:  # the bundled records of this value, for de-duplication
+        rows = _data.read_jsonl(_data.data_dir() / folder / f"{value}.jsonl", record)
+        existing = [dataclasses.asdict(r) for r in rows]
+    except DataError:
+        existing = []
+    return _Spec(record, f"{value}-{tag}", (key,), lambda k, hint: template.format(
+        value=value, definition=DEFINITIONS[value], k=k, scenes=hint, **fmt),
+        _strings(key, record, finish), finish, existing=existing, value=value)
+
+
+def generate_pairs(value: str, n: int, out_path: str | Path, *, config: ClientConfig | None = None,
+                   base_url: str | None = None, model: str | None = None, api_key: str | None = None,
+                   concurrency: int = 4, seed: int = 0, batch_size: int = 10, progress: bool = True,
+                   test_fraction: float = 0.2) -> GenerationResult:
+    """ConVA two-step contrastive pairs of ``value`` until ``out_path`` holds ``n`` generated pairs.
+
+    ``config`` (or ``base_url``/``model``/``api_key``, which override it; else the environment,
+    see :meth:`ClientConfig.resolve`) picks the endpoint; ``concurrency`` threads send requests;
+    ``batch_size`` positives are asked for per step-1 request; ``seed`` drives the scene hints,
+    the backoff jitter and the per-id split (``test_fraction`` of ids go to "test"). Afterwards
+    the context-bias share of all pairs in the file is reported, with a warning above 0.5.
+    """
+    value = canonical(value)
+
+    def finish(part: dict, rid: str) -> dict:
+        split = "test" if random.Random(f"{seed}:{rid}").random() < test_fraction else "train"
+        return {"id": rid, "value": value, "positive": part["positive"],
+                "negative": part.get("negative", part["positive"]), "split": split}
+
+    def parse2(part: dict, obj: Any) -> list[dict]:
+        neg = obj.get("negative") if isinstance(obj, dict) else None
+        if not isinstance(neg, str) or not neg.strip() or _norm(neg) == _norm(part["positive"]):
+            raise _Malformed('expected {"negative": <a changed sentence>}')
+        return [{**part, "negative": neg.strip()}]
+
+    spec = _value_spec(value, ContrastPair, "pair", "pairs", "positive", PAIR_POSITIVES_PROMPT, finish)
+    spec.dedup, spec.parse2 = ("positive", "negative"), parse2
+    spec.prompt2 = lambda part: PAIR_NEGATIVE_PROMPT.format(value=value, definition=DEFINITIONS[value],
+                                                            positive=part["positive"])
+    result = _run(spec, n, out_path, config=config, base_url=base_url, model=model, api_key=api_key,
+                  concurrency=concurrency, seed=seed, batch_size=batch_size, progress=progress)
+    pairs = _read_existing(Path(out_path), ContrastPair)
+    if pairs:
+        bias = _data.context_bias([p["positive"] for p in pairs], [p["negative"] for p in pairs])
+        result.context_bias = bias.share
+        if bias.share > 0.5:
+            only_p, only_n = " ".join(bias.positive_only[:8]), " ".join(bias.negative_only[:8])
+            warnings.warn(f"{out_path}: context-bias share {bias.share:.2f} > 0.5 (positive-only words: "
+                          f"{only_p}; negative-only: {only_n}); the negatives do not keep the context: "
+                          "regenerate or edit them", stacklevel=2)
+    return result
+
+
+def generate_system_prompts(value: str, n: int, out_path: str | Path,
+                            **opts: Unpack[Options]) -> GenerationResult:
+    """Value-priority system prompts; ``opts`` as in :func:`generate_pairs`."""
+    value = canonical(value)
+    spec = _value_spec(value, SystemPrompt, "sys", "system_prompts", "text", SYSTEM_PROMPT_PROMPT)
+    return _run(spec, n, out_path, **opts)
+
+
+def generate_portraits(value: str, n: int, out_path: str | Path, **opts: Unpack[Options]) -> GenerationResult:
+    """PVQ-style portraits ("It is important to this person ..."); ``opts`` as in :func:`generate_pairs`."""
+    value = canonical(value)
+    spec = _value_spec(value, PortraitItem, "pvq", "portraits", "text", PORTRAIT_PROMPT)
+    return _run(spec, n, out_path, **opts)
+
+
+def generate_dilemmas(value: str, n: int, out_path: str | Path, **opts: Unpack[Options]) -> GenerationResult:
+    """Dilemmas where ``value`` conflicts with another value; ``opts`` as in :func:`generate_pairs`."""
+    value = canonical(value)
+    opposite = [b if a == value else a for a, b in OPPOSITE_PAIRS if value in (a, b)]
+    spec = _value_spec(value, Dilemma, "dil", "dilemmas", "question", DILEMMA_PROMPT,
+                       conflicts=", ".join(opposite), others=", ".join(v for v in VALUES if v != value))
+    keys = ("question", "value_answer", "conflict_value", "conflict_answer")
+    spec.parse1 = lambda obj: _valid_only(Dilemma, spec.finish, [
+        {k: i[k] for k in keys} for i in _items(obj) if isinstance(i, dict) and set(i) == set(keys)])
+    return _run(spec, n, out_path, **opts)
+
+
+def generate_queries(n: int, out_path: str | Path, *, category: str = "advice",
+                     **opts: Unpack[Options]) -> GenerationResult:
+    """Neutral user queries of one ``category`` (ids ``<category>-query-g0001``); ``opts`` as above."""
+    if not re.fullmatch(r"[a-z_]+", category):
+        raise MechvalueError(f"category must be lower-case letters and underscores, not {category!r}")
+
+    def finish(part: dict, rid: str) -> dict:
+        return {"id": rid, "category": category, **part}
+
+    try:
+        existing = [dataclasses.asdict(q) for q in _data.load_queries()]
+    except DataError:
+        existing = []
+    spec = _Spec(Query, f"{category}-query", ("text",),
+                 lambda k, hint: QUERY_PROMPT.format(k=k, category=category, scenes=hint),
+                 _strings("text", Query, finish), finish, existing=existing)
+    return _run(spec, n, out_path, **opts)
+
+
+KINDS = {"pairs": generate_pairs, "system-prompts": generate_system_prompts, "dilemmas": generate_dilemmas,
+         "portraits": generate_portraits, "queries": generate_queries}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``generate`` subcommand's arguments (to wire into the main CLI with :func:`run_args`)."""
+    p.add_argument("kind", choices=list(KINDS))
+    p.add_argument("--value", help="value name (every kind but queries)")
+    p.add_argument("--category", default="advice", help="query category (queries only)")
+    p.add_argument("--n", type=int, required=True, help="target number of generated records in --out")
+    p.add_argument("--out", required=True, help="JSONL file; appended to, and resumed on a rerun")
+    p.add_argument("--base-url", help="OpenAI-compatible base URL (default $OPENAI_BASE_URL)")
+    p.add_argument("--model", help="model name (default $MECHVALUE_GEN_MODEL)")
+    p.add_argument("--api-key", help="API key (default $OPENAI_API_KEY, which is safer)")
+    p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=10, help="items asked for per request")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--max-attempts", type=int, default=5, help="attempts per request on 429/5xx/timeouts")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run_args(args: argparse.Namespace) -> int:
+    """Run a parsed ``generate`` command: 0 complete, 1 incomplete; raises MechvalueError on bad input."""
+    cfg = ClientConfig.resolve(args.base_url, args.model, args.api_key, timeout=args.timeout,
+                               max_attempts=args.max_attempts)
+    opts = Options(config=cfg, concurrency=args.concurrency, seed=args.seed, batch_size=args.batch_size,
+                   progress=not args.no_progress)
+    if args.kind == "queries":
+        result = generate_queries(args.n, args.out, category=args.category, **opts)
+    elif not args.value:
+        raise MechvalueError(f"generate {args.kind} needs --value (one of {', '.join(VALUES)})")
+    else:
+        result = KINDS[args.kind](args.value, args.n, args.out, **opts)
+    print(result.summary())
+    for msg in result.failures[:5]:
+        print(f"  failed: {msg}", file=sys.stderr)
+    return 0 if result.complete else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mechvalue generate KIND ...``; errors print one line and return 2."""
+    p = argparse.ArgumentParser(prog="mechvalue generate", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run_args(args)
+    except MechvalueError as exc:
+        print(f"mechvalue: error: {exc}", file=sys.stderr)
+        return 2
