@@ -181,7 +181,8 @@ def load_pairs(values: Iterable[str] | str | None = None, split: str | None = No
     return [p for p in pairs if split is None or p.split == split]
 
 
-def load_system_prompts(values: Iterable[str] | str | None = None, root: str | Path | None = None) -> list[SystemPrompt]:
+def load_system_prompts(values: Iterable[str] | str | None = None,
+                        root: str | Path | None = None) -> list[SystemPrompt]:
     return _per_value("system_prompts", SystemPrompt, values, root)
 
 
