@@ -148,6 +148,11 @@ class _Accumulator:
 
     def feature_hook(self, name, reduce):
         def hook(act, hook):
+            if act.ndim < 3 or tuple(act.shape[:2]) != tuple(self.batch.tokens.shape):
+                raise HookError(f"feature hook {name!r} gives activations of shape {tuple(act.shape)}, but "
+                                f"features need [batch, pos, ...] = {tuple(self.batch.tokens.shape)} + (...); "
+                                "use a residual, MLP or per-position attention hook (not hook_pattern)")
+            act = act.flatten(2)  # e.g. attn.hook_z [b, p, head, d_head] -> [b, p, head * d_head]
             if reduce == "last":
                 rows = torch.arange(act.shape[0], device=act.device)
                 feat = act[rows, self.batch.last_read].float()
@@ -173,14 +178,14 @@ def _normalize_features(model, features) -> dict[str, str]:
     return out
 
 
-def _run(model, tokens: Tensor, hooks, stop_at_layer: int | None) -> None:
+def _run(model, batch: TokenBatch, hooks, stop_at_layer: int | None) -> None:
     from transformer_lens import HookedTransformer
 
     with model.hooks(fwd_hooks=hooks):
-        if isinstance(model, HookedTransformer):
-            model(tokens, return_type=None, stop_at_layer=stop_at_layer)
+        if isinstance(model, HookedTransformer):  # explicit mask: never inferred from pad-token ids
+            model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
         else:
-            model(tokens)
+            model(batch.tokens)
 
 
 def _fingerprint(examples: Sequence[Example], settings: dict) -> str:
@@ -241,7 +246,7 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
         if i < done:
             continue
         acc.start(batch.to(device))
-        _run(model, acc.batch.tokens, hooks, stop_at)
+        _run(model, acc.batch, hooks, stop_at)
         if checkpoint and (i + 1) % checkpoint_every == 0 and i + 1 < len(batches):
             _save_checkpoint(acc, checkpoint, fingerprint, i + 1)
 
