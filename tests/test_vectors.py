@@ -75,7 +75,7 @@ def test_svd_axes_planted_shared_component_and_signs():
     assert cosine(svd_axes(v_int, v_prompt, normalize=False).shared, s) > 0.999
     assert torch.allclose(axes.prompted, -axes.intrinsic)
     # sign convention survives flipping inputs' global sign of the SVD
-    axes2 = svd_axes(-(-v_int), v_prompt)
+    axes2 = svd_axes(v_int, v_prompt)
     assert axes2.shared @ (v_int + v_prompt) > 0
     # normalised variant: u_shared ∝ v̂_int + v̂_prompt exactly
     hat = v_int / v_int.norm() + v_prompt / v_prompt.norm()

@@ -1,0 +1,1 @@
+"""The four papers as pipelines built from mechvalue's core modules."""
