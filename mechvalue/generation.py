@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from .errors import MechvalueError
-from .interventions import RunContext, intervene
+from .interventions import ActivationGate, RunContext, _flatten, _Spec, intervene
 from .prompts import Example, chat, encode, prompt_text, tokenize
 
 
@@ -44,6 +44,34 @@ def _as_examples(prompts) -> list[Example]:
     out = [p if isinstance(p, Example) else chat(p) for p in prompts]
     if not out:
         raise MechvalueError("no prompts to generate from")
+    return out
+
+
+def _for_rows(interventions, rows: Sequence[int], n: int) -> list:
+    """The specs with per-prompt tensors (``alpha``, boolean ``gate``) picked for one batch's ``rows``.
+
+    Callers give per-row alphas and gates in input order (``[n]``); batches are sorted and
+    split, so each batch gets its own rows. Anything that is not a spec passes through.
+    """
+    idx = torch.as_tensor(list(rows), dtype=torch.long)
+
+    def pick(x, what: str):
+        t = torch.as_tensor(x)
+        if t.ndim != 1 or t.shape[0] != n:
+            raise MechvalueError(f"{what} has shape {tuple(t.shape)}, expected [{n}]: one per prompt")
+        return t[idx.to(t.device)]
+
+    out = []
+    for s in _flatten([interventions]):
+        if isinstance(s, _Spec):
+            changes = {}
+            alpha = getattr(s, "alpha", None)
+            if alpha is not None and not isinstance(alpha, int | float) and torch.as_tensor(alpha).ndim > 0:
+                changes["alpha"] = pick(alpha, "per-row alpha")
+            if s.gate is not None and not callable(s.gate) and not isinstance(s.gate, ActivationGate):
+                changes["gate"] = pick(s.gate, "gate")
+            s = s.replace(**changes) if changes else s
+        out.append(s)
     return out
 
 
@@ -74,7 +102,8 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
     ``interventions`` is a spec or list of specs (see :mod:`mechvalue.interventions`), applied
     to prompt positions and every generated token according to each spec's ``positions``.
     ``temperature=0`` is greedy. Generation of a row ends at EOS, at ``max_new_tokens`` or
-    at the first stop string (which is cut from the text).
+    at the first stop string (which is cut from the text). Per-row gate and alpha tensors
+    follow the order of ``prompts`` (rows are sorted by length and batched internally).
     """
     from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
@@ -99,7 +128,7 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
         done = torch.zeros(b, dtype=torch.bool)
         new_tokens: list[list[int]] = [[] for _ in range(b)]
         new_lps: list[list[float]] = [[] for _ in range(b)]
-        with intervene(model, interventions, context=ctx):
+        with intervene(model, _for_rows(interventions, idx, len(examples)), context=ctx):
             tokens, attn = batch.tokens.to(device), batch.attention_mask.to(device)
             logits = _forward(model, tokens, attn, cache)[:, -1]
             for step in range(max_new_tokens):
@@ -134,7 +163,8 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
 
     Continuations are scored as the assistant's response (chat prompts) or as a text
     continuation (raw prompts). ``reduce="sum"`` (default) or ``"mean"`` over tokens.
-    Interventions apply with the candidate tokens counted as generated positions.
+    Interventions apply with the candidate tokens counted as generated positions; per-row gate
+    and alpha tensors are per prompt (``[n_prompts]``, shared by its candidates).
     """
     examples = _as_examples(prompts)
     if len(continuations) != len(examples):
@@ -153,7 +183,8 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
         chunk = flat[start:start + batch_size]
         batch = tokenize(tok, chunk, span="response", skip_special=False, padding_side="right")
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk])
-        with intervene(model, interventions, context=ctx):
+        rows = [(start + j) // k for j in range(len(chunk))]  # per-row gates/alphas are per prompt
+        with intervene(model, _for_rows(interventions, rows, len(examples)), context=ctx):
             logits = model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device))
         logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.tokens[:, 1:, None].to(device))[..., 0]
         mask = batch.read_mask[:, 1:].to(device)

@@ -305,8 +305,8 @@ class Lambda(_Spec):
     def hook_name(self) -> str:
         return self.hook
 
-    def edit(self, act, sel):
-        out = self.fn(act, None)
+    def edit(self, act, sel, hook=None):
+        out = self.fn(act, hook)
         if out is None or out.shape != act.shape:
             raise MechvalueError(f"Lambda at {self.hook} must return a tensor of shape {tuple(act.shape)}")
         return _where(sel, out, act)
@@ -322,10 +322,12 @@ class _Current:
 _CURRENT = _Current()
 
 
-def _position_mask(spec: _Spec, act: Tensor, ctx: RunContext | None) -> Bool[Tensor, "batch pos"]:
+def _position_mask(spec: _Spec, act: Tensor, ctx: RunContext | None,
+                   local_gates: dict[int, Tensor] | None = None) -> Bool[Tensor, "batch pos"]:
     b, p = act.shape[0], act.shape[1]
-    if ctx is None:
-        ctx = RunContext(torch.zeros(b, dtype=torch.long), torch.full((b,), p, dtype=torch.long))
+    if ctx is None:  # a plain forward pass: every position is a prompt position
+        ctx = RunContext(torch.zeros(b, dtype=torch.long), torch.full((b,), p, dtype=torch.long),
+                         gate_masks=dict(local_gates or {}))
     real = ctx.real_positions(p, act.device)  # [b, p]
     valid = real >= 0
     pos = spec.positions
@@ -368,23 +370,28 @@ def _gate_mask(spec: _Spec, batch: int, ctx: RunContext, device) -> Bool[Tensor,
     return mask.to(device)
 
 
-def _spec_hook(spec: _Spec):
+def _spec_hook(spec: _Spec, local_gates: dict[int, Tensor]):
     def hook(act, hook):
-        sel = _position_mask(spec, act, _CURRENT.ctx)
+        sel = _position_mask(spec, act, _CURRENT.ctx, local_gates)
         if not bool(sel.any()):
             return act
-        return spec.edit(act, sel)
+        return spec.edit(act, sel, hook) if isinstance(spec, Lambda) else spec.edit(act, sel)
     return hook
 
 
-def _gate_hook(gate: ActivationGate):
+def _gate_hook(gate: ActivationGate, local_gates: dict[int, Tensor]):
+    """Evaluate ``gate`` at each row's last prompt token (without a context: the last position, every pass)."""
     def hook(act, hook):
         ctx = _CURRENT.ctx
-        if ctx is None or ctx.past_len != 0 or id(gate) in ctx.gate_masks:
-            return act
-        last = (ctx.pad_offset + ctx.prompt_len - 1).to(act.device)
         rows = torch.arange(act.shape[0], device=act.device)
-        ctx.gate_masks[id(gate)] = torch.as_tensor(gate.fn(act[rows, last]), dtype=torch.bool).reshape(-1).cpu()
+        if ctx is None:
+            last = torch.full_like(rows, act.shape[1] - 1)
+        elif ctx.past_len != 0 or id(gate) in ctx.gate_masks:
+            return act
+        else:
+            last = (ctx.pad_offset + ctx.prompt_len).clamp(max=act.shape[1]).to(act.device) - 1
+        mask = torch.as_tensor(gate.fn(act[rows, last]), dtype=torch.bool).reshape(-1).cpu()
+        (local_gates if ctx is None else ctx.gate_masks)[id(gate)] = mask
         return act
     return hook
 
@@ -393,6 +400,10 @@ def _check_spec(model, spec: _Spec) -> None:
     if not isinstance(spec, _Spec):
         raise MechvalueError(f"{spec!r} is not an intervention spec")
     check_hook(model, spec.hook_name)
+    if isinstance(spec.positions, str) and spec.positions not in ("all", "prompt", "generated"):
+        raise MechvalueError(f"positions={spec.positions!r}: use 'all', 'prompt', 'generated' or a list of indices")
+    if isinstance(spec, ProbePush) and spec.direction not in ("raise", "lower"):
+        raise MechvalueError(f"ProbePush direction must be 'raise' or 'lower', not {spec.direction!r}")
     width = model.cfg.d_model
     if isinstance(spec, AddVector | ProjectOut):
         v = spec.vector if isinstance(spec, AddVector) else spec.direction
@@ -424,7 +435,9 @@ def intervene(model, *specs: _Spec, context: RunContext | None = None,
         context = RunContext(torch.zeros(len(prompts), dtype=torch.long),
                              torch.full((len(prompts),), 1 << 30, dtype=torch.long), 0, list(prompts))
     gates = {id(s.gate): s.gate for s in flat if isinstance(s.gate, ActivationGate)}
-    hooks = [(g.hook, _gate_hook(g)) for g in gates.values()] + [(s.hook_name, _spec_hook(s)) for s in flat]
+    local_gates: dict[int, Tensor] = {}  # gate masks of plain forward passes (no context)
+    hooks = ([(g.hook, _gate_hook(g, local_gates)) for g in gates.values()]
+             + [(s.hook_name, _spec_hook(s, local_gates)) for s in flat])
     previous = _CURRENT.ctx
     if context is not None:
         _CURRENT.ctx = context
