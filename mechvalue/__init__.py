@@ -25,13 +25,36 @@ from .data import (
     load_system_prompts,
 )
 from .errors import CorruptFileError, DataError, HookError, MechvalueError, ModelUnavailableError
+from .evaluate import dilemma_preference, mmlu_accuracy, perplexity, questionnaire
+from .generation import Generation, generate, score
+from .interventions import (
+    AblateNeurons,
+    ActivationGate,
+    AddVector,
+    Lambda,
+    Patch,
+    PerBatch,
+    ProbePush,
+    ProjectOut,
+    RunContext,
+    ScaleNeurons,
+    SetNeurons,
+    intervene,
+    sweep,
+)
 from .models import WeightProcessing, load_bridge, load_model, model_info
+from .neurons import NeuronSet, angle_classes, matched_random
 from .prompts import Example, TokenBatch, chat, iter_batches, raw, tokenize
 from .values import DIMENSIONS, VALUES, canonical
+from .vectors import Probe, diff_in_means, orthogonalize, svd_axes, train_probe
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AblateNeurons", "ActivationGate", "AddVector", "Generation", "Lambda", "NeuronSet", "Patch", "PerBatch",
+    "Probe", "ProbePush", "ProjectOut", "RunContext", "ScaleNeurons", "SetNeurons", "angle_classes",
+    "diff_in_means", "dilemma_preference", "generate", "intervene", "matched_random", "mmlu_accuracy",
+    "orthogonalize", "perplexity", "questionnaire", "score", "svd_axes", "sweep", "train_probe",
     "ActivationStats", "ContrastPair", "CorruptFileError", "DIMENSIONS", "DataError", "Dilemma", "Example",
     "HookError", "MechvalueError", "ModelUnavailableError", "PortraitItem", "Query", "ScenarioQuestion",
     "SystemPrompt", "TokenBatch", "VALUES", "ValueDescription", "WeightProcessing", "canonical", "chat",

@@ -61,7 +61,7 @@ def next_token_distribution(model, examples: Sequence[Example], candidates: Sequ
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start:start + batch_size])
         batch = tokenize(model.tokenizer, chunk, span="last", skip_special=False, padding_side="right")
-        ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk])
+        ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk], chunk)
         with intervene(model, interventions, context=ctx):
             logits = model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device))
         rows = torch.arange(len(chunk), device=device)

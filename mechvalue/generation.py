@@ -122,7 +122,7 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
         idx = order[start:start + batch_size]
         batch = tokenize(tok, [examples[i] for i in idx], span="all", skip_special=False, padding_side="left")
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask,
-                                    [examples[i].user for i in idx])
+                                    [examples[i].user for i in idx], [examples[i] for i in idx])
         b = len(idx)
         cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
         done = torch.zeros(b, dtype=torch.bool)
@@ -182,7 +182,8 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
     for start in tqdm(starts, desc="score", disable=not progress):
         chunk = flat[start:start + batch_size]
         batch = tokenize(tok, chunk, span="response", skip_special=False, padding_side="right")
-        ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk])
+        ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk],
+                                    [examples[(start + j) // k] for j in range(len(chunk))])
         rows = [(start + j) // k for j in range(len(chunk))]  # per-row gates/alphas are per prompt
         with intervene(model, _for_rows(interventions, rows, len(examples)), context=ctx):
             logits = model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device))

@@ -56,15 +56,16 @@ class RunContext:
     past_len: int = 0
     prompts: list[str] | None = None
     gate_masks: dict[int, Tensor] = field(default_factory=dict)
+    examples: list | None = None  # the batch's Example objects, for PerBatch specs
 
     @classmethod
     def from_batch(cls, attention_mask: Int[Tensor, "batch pos"], prompt_mask: Tensor | None = None,
-                   prompts: list[str] | None = None) -> RunContext:
+                   prompts: list[str] | None = None, examples: list | None = None) -> RunContext:
         """Context for a padded batch (left or right padding) whose prompts end where ``prompt_mask`` ends."""
         attention_mask = attention_mask.long()
         pad_offset = attention_mask.cumsum(1).eq(0).sum(1)
         prompt_len = (prompt_mask.long().sum(1) if prompt_mask is not None else attention_mask.sum(1))
-        return cls(pad_offset, prompt_len, 0, prompts)
+        return cls(pad_offset, prompt_len, 0, prompts, examples=list(examples) if examples is not None else None)
 
     def real_positions(self, n_new: int, device) -> Int[Tensor, "batch pos"]:
         """Index of each new position within its row's real tokens (negative on left padding)."""
@@ -312,6 +313,19 @@ class Lambda(_Spec):
         return _where(sel, out, act)
 
 
+@dataclass(frozen=True)
+class PerBatch:
+    """Specs computed for each batch: ``build(model, examples) -> spec or list of specs``.
+
+    For edits whose size depends on the prompt (ConVA's closed-form push computes a per-row
+    amount from each prompt's last token). ``generate``, ``score`` and the evaluators pass
+    the batch's examples in their :class:`RunContext`.
+    """
+
+    build: Callable[[Any, list], Any]
+    name: str = "per_batch"
+
+
 # ------------------------------------------------------------------ installing
 
 
@@ -428,7 +442,7 @@ def intervene(model, *specs: _Spec, context: RunContext | None = None,
     Nesting composes: inner specs run after outer ones at the same hook. ``context`` (or
     ``prompts`` for prompt gates) describes the batch; :func:`generate` passes its own.
     """
-    flat = _flatten(specs)
+    flat = _expand(model, _flatten(specs), context)
     for s in flat:
         _check_spec(model, s)
     if context is None and prompts is not None:
@@ -457,6 +471,20 @@ def run_context(context: RunContext | None) -> Iterator[None]:
         yield
     finally:
         _CURRENT.ctx = previous
+
+
+def _expand(model, flat: list, context: RunContext | None) -> list[_Spec]:
+    """Replace each :class:`PerBatch` by the specs it builds for the context's examples."""
+    out: list[_Spec] = []
+    for s in flat:
+        if isinstance(s, PerBatch):
+            if context is None or context.examples is None:
+                raise MechvalueError(f"{s.name} builds its specs per batch and needs the batch's examples: use it "
+                                     "through generate(), score() or mechvalue.evaluate")
+            out.extend(_flatten([s.build(model, context.examples)]))
+        else:
+            out.append(s)
+    return out
 
 
 def _flatten(specs) -> list[_Spec]:
