@@ -1,6 +1,7 @@
 """mechvalue: locate and edit human-value representations inside language models.
 
-The public API is re-exported here; see the README for a tour.
+The public API is re-exported here; see the README for a tour. Steered text generation is
+``mechvalue.generation.generate`` (``mechvalue.generate`` is the dataset-generation module).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .data import (
 )
 from .errors import CorruptFileError, DataError, HookError, MechvalueError, ModelUnavailableError
 from .evaluate import dilemma_preference, mmlu_accuracy, perplexity, questionnaire
-from .generation import Generation, generate, score
+from .generation import Generation, score
 from .interventions import (
     AblateNeurons,
     ActivationGate,
@@ -53,7 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AblateNeurons", "ActivationGate", "AddVector", "Generation", "Lambda", "NeuronSet", "Patch", "PerBatch",
     "Probe", "ProbePush", "ProjectOut", "RunContext", "ScaleNeurons", "SetNeurons", "angle_classes",
-    "diff_in_means", "dilemma_preference", "generate", "intervene", "matched_random", "mmlu_accuracy",
+    "diff_in_means", "dilemma_preference", "intervene", "matched_random", "mmlu_accuracy",
     "orthogonalize", "perplexity", "questionnaire", "score", "svd_axes", "sweep", "train_probe",
     "ActivationStats", "ContrastPair", "CorruptFileError", "DIMENSIONS", "DataError", "Dilemma", "Example",
     "HookError", "MechvalueError", "ModelUnavailableError", "PortraitItem", "Query", "ScenarioQuestion",
