@@ -70,6 +70,17 @@ def next_token_distribution(model, examples: Sequence[Example], candidates: Sequ
     return torch.cat(out)
 
 
+def _select(records, loader, values, what: str) -> list:
+    """``records`` (default: the bundled ones) restricted to ``values``; error if none remain."""
+    records = list(records) if records is not None else loader(values)
+    if values is not None:
+        keep = set(canonical_list(values))
+        records = [r for r in records if r.value in keep]
+    if not records:
+        raise MechvalueError(f"no {what} to score")
+    return records
+
+
 def questionnaire(model, items: Sequence[PortraitItem] | None = None, interventions=(), *,
                   values: Sequence[str] | None = None, person: str = "third", system: str | None = None,
                   batch_size: int = 16) -> pd.DataFrame:
@@ -78,12 +89,7 @@ def questionnaire(model, items: Sequence[PortraitItem] | None = None, interventi
     ``items`` defaults to the bundled portraits (third person); PVQ-40 items from
     :func:`mechvalue.public_data.load_pvq40` carry ``person="first"``.
     """
-    items = list(items) if items is not None else load_portraits(values)
-    if values is not None:
-        keep = set(canonical_list(values))
-        items = [i for i in items if i.value in keep]
-    if not items:
-        raise MechvalueError("no questionnaire items to score")
+    items = _select(items, load_portraits, values, "questionnaire items")
     examples = []
     for it in items:
         template = FIRST_PERSON if getattr(it, "person", person) == "first" else THIRD_PERSON
@@ -102,12 +108,7 @@ def dilemma_preference(model, dilemmas: Sequence[Dilemma] | None = None, interve
                        values: Sequence[str] | None = None, system: str | None = None, reduce: str = "sum",
                        batch_size: int = 16) -> pd.DataFrame:
     """Per dilemma: ``pref = log P(value_answer) - log P(conflict_answer)`` and ``win = pref > 0``."""
-    dilemmas = list(dilemmas) if dilemmas is not None else load_dilemmas(values)
-    if values is not None:
-        keep = set(canonical_list(values))
-        dilemmas = [d for d in dilemmas if d.value in keep]
-    if not dilemmas:
-        raise MechvalueError("no dilemmas to score")
+    dilemmas = _select(dilemmas, load_dilemmas, values, "dilemmas")
     prompts = [chat(d.question, system=system) for d in dilemmas]
     lp = score(model, prompts, [[d.value_answer, d.conflict_answer] for d in dilemmas], interventions,
                batch_size=batch_size, reduce=reduce)
