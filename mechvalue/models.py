@@ -279,6 +279,30 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
     return model
 
 
+def _linear_layout(model: HookedTransformer) -> None:
+    """Store weights in ``nn.Linear``'s [out, in] memory layout (values unchanged).
+
+    TransformerLens transposes its [in, out] weights and makes them contiguous on every
+    forward call (a full copy of W_U and of each MLP/attention matrix per step); with this
+    layout those transposes are free views. Measured: 1.6x faster steered generation on
+    SmolLM2 (benchmarks/README.md), identical tokens and logits.
+    """
+    with torch.no_grad():
+        for blk in model.blocks:
+            for n in ("W_gate", "W_in", "W_out"):
+                p = getattr(blk.mlp, n, None)
+                if isinstance(p, torch.Tensor) and p.ndim == 2:
+                    p.data = p.data.T.contiguous().T
+            for n in ("W_Q", "_W_K", "_W_V", "W_K", "W_V"):
+                p = blk.attn._parameters.get(n)
+                if p is not None and p.ndim == 3:  # [head, d_model, d_head]
+                    p.data = p.data.transpose(1, 2).contiguous().transpose(1, 2)
+            p = blk.attn._parameters.get("W_O")
+            if p is not None and p.ndim == 3:  # [head, d_head, d_model]
+                p.data = p.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        model.unembed.W_U.data = model.unembed.W_U.data.T.contiguous().T
+
+
 def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
                dtype: torch.dtype | str = torch.float32, processing: str | WeightProcessing | None = "none",
                cache: bool = True, cache_dir: str | os.PathLike | None = None,
@@ -311,6 +335,7 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
         model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path)
     else:
         model = _load_hub(str(name), processing, device, torch_dtype, local_files_only)
+    _linear_layout(model)
     model.eval()
     return model
 
