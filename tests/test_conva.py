@@ -10,8 +10,16 @@ from mechvalue.errors import MechvalueError
 from mechvalue.generation import generate
 from mechvalue.hooks import resid_hook
 from mechvalue.interventions import RunContext, intervene
-from mechvalue.methods.conva import P0, ValueVectors, caa, conva, negative_prompt, push_specs, select_layers
-from mechvalue.methods.conva import train_value_vectors
+from mechvalue.methods.conva import (
+    P0,
+    ValueVectors,
+    caa,
+    conva,
+    negative_prompt,
+    push_specs,
+    select_layers,
+    train_value_vectors,
+)
 from mechvalue.prompts import chat, tokenize
 
 
