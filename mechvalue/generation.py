@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .errors import MechvalueError
 from .interventions import ActivationGate, RunContext, _flatten, _Spec, intervene
-from .prompts import Example, chat, encode, prompt_text, tokenize
+from .prompts import Example, chat, prompt_text, tokenize
 
 
 @dataclass
@@ -192,8 +192,3 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
         total = (logp * mask).sum(1)
         out[start:start + len(chunk)] = (total / mask.sum(1) if reduce == "mean" else total).cpu()
     return out.reshape(len(examples), k)
-
-
-def response_token_count(model, example: Example, response: str) -> int:
-    """Number of tokens ``response`` takes after ``example``'s prompt."""
-    return len(encode(model.tokenizer, Example(example.user, example.system, response, example.raw))[1])

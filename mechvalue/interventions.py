@@ -462,17 +462,6 @@ def intervene(model, *specs: _Spec, context: RunContext | None = None,
         _CURRENT.ctx = previous
 
 
-@contextlib.contextmanager
-def run_context(context: RunContext | None) -> Iterator[None]:
-    """Make ``context`` current for the forward passes inside the block (used by generation)."""
-    previous = _CURRENT.ctx
-    _CURRENT.ctx = context
-    try:
-        yield
-    finally:
-        _CURRENT.ctx = previous
-
-
 def _expand(model, flat: list, context: RunContext | None) -> list[_Spec]:
     """Replace each :class:`PerBatch` by the specs it builds for the context's examples."""
     out: list[_Spec] = []
