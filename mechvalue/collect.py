@@ -199,7 +199,8 @@ def _fingerprint(examples: Sequence[Example], settings: dict) -> str:
 def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int | None = None,
             span: Span = "prompt", resid: bool = True, mlp: bool = True,
             resid_hook_name: str = "hook_resid_post", features: Mapping[str, Reduce] | Sequence[str] | None = None,
-            batch_size: int = 16, skip_special: bool = True, max_length: int | None = None,
+            batch_size: int = 16, max_tokens: int | None = 1024, skip_special: bool = True,
+            max_length: int | None = None,
             progress: bool = True, desc: str = "collect", checkpoint: str | Path | None = None,
             checkpoint_every: int = 20) -> ActivationStats:
     """One pass over ``examples`` accumulating :class:`ActivationStats` at ``layers`` (default all).
@@ -210,6 +211,8 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
         resid_hook_name: ``hook_resid_post`` (default), ``hook_resid_pre`` or ``hook_resid_mid``.
         features: hook names (optionally mapped to ``"last"`` or ``"mean"``) whose per-example
             features are kept, in input order, as ``[n_examples, d]`` float32 tensors.
+        max_tokens: cap on rows x padded width per batch (bounds peak memory independently of
+            the dataset's longest example); None for plain ``batch_size`` batches.
         checkpoint: file to save accumulators to every ``checkpoint_every`` batches; a rerun
             with the same inputs and settings resumes from it (it is deleted on success).
     """
@@ -236,11 +239,11 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
     stop_at = max(needed) + 1 if only_blocks and max(needed) + 1 < cfg.n_layers else None
 
     settings = {"layers": layers, "span": span, "resid": resid, "mlp": mlp, "resid_hook": resid_hook_name,
-                "features": feats, "batch_size": batch_size, "skip_special": skip_special,
+                "features": feats, "batch_size": batch_size, "max_tokens": max_tokens, "skip_special": skip_special,
                 "max_length": max_length, "model": model_info(model).get("model_id")}
     fingerprint = _fingerprint(examples, settings)
     batches = list(iter_batches(model.tokenizer, examples, batch_size, span, skip_special=skip_special,
-                                max_length=max_length))
+                                max_length=max_length, max_tokens=max_tokens))
     done = _resume(acc, checkpoint, fingerprint) if checkpoint else 0
     for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, initial=done, total=len(batches))):
         if i < done:

@@ -177,20 +177,35 @@ def tokenize(tokenizer, examples: Sequence[Example], span: Span = "prompt", *, s
 
 
 def iter_batches(tokenizer, examples: Sequence[Example], batch_size: int = 16, span: Span = "prompt", *,
-                 sort_by_length: bool = True, **kwargs) -> Iterator[TokenBatch]:
+                 sort_by_length: bool = True, max_tokens: int | None = None, **kwargs) -> Iterator[TokenBatch]:
     """Yield :class:`TokenBatch` es over ``examples``.
 
-    With ``sort_by_length`` rows of similar length are batched together (less padding);
-    ``TokenBatch.index`` maps rows back to the original order.
+    With ``sort_by_length`` rows of similar token length are batched together (less
+    padding); ``TokenBatch.index`` maps rows back to the original order. ``max_tokens``
+    caps rows x padded width per batch (a single longer row still gets its own batch), so
+    peak memory depends on the budget, not on the longest example of the dataset.
     """
     if batch_size < 1:
         raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 1:
+        raise DataError(f"max_tokens must be >= 1, got {max_tokens}")
     if len(examples) == 0:
         raise DataError("no examples: the dataset is empty")
     order = list(range(len(examples)))
+    lengths = None
+    if sort_by_length or max_tokens is not None:
+        lengths = [sum(len(part) for part in encode(tokenizer, ex)) for ex in examples]
+        max_len = kwargs.get("max_length")
+        if max_len is not None:
+            lengths = [min(n, max_len) for n in lengths]
     if sort_by_length:
-        order.sort(key=lambda i: len(examples[i].user) + len(examples[i].system or "")
-                   + len(examples[i].response or ""))
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        yield tokenize(tokenizer, [examples[i] for i in chunk], span, index=chunk, **kwargs)
+        order.sort(key=lambda i: lengths[i])
+    chunk: list[int] = []
+    for i in order:
+        width = max([lengths[j] for j in chunk] + [lengths[i]]) if max_tokens is not None else 0
+        if chunk and (len(chunk) >= batch_size or (max_tokens is not None and width * (len(chunk) + 1) > max_tokens)):
+            yield tokenize(tokenizer, [examples[j] for j in chunk], span, index=chunk, **kwargs)
+            chunk = []
+        chunk.append(i)
+    if chunk:
+        yield tokenize(tokenizer, [examples[j] for j in chunk], span, index=chunk, **kwargs)

@@ -252,8 +252,17 @@ def test_index_maps_sorted_batches_back(tokenizer):
             seen.append(idx)
     assert sorted(seen) == list(range(len(examples)))
     assert seen != list(range(len(examples)))  # order was changed ...
-    char_len = [len(examples[i].user + (examples[i].system or "") + (examples[i].response or "")) for i in seen]
-    assert char_len == sorted(char_len)  # ... to ascending length
+    tok_len = [sum(len(part) for part in encode(tokenizer, examples[i])) for i in seen]
+    assert tok_len == sorted(tok_len)  # ... to ascending token length
+
+
+def test_token_budget_caps_rows_times_width(tokenizer):
+    examples = list(EXAMPLES) * 3
+    batches = list(iter_batches(tokenizer, examples, batch_size=16, span="all", max_tokens=120))
+    assert all(b.tokens.shape[0] * b.tokens.shape[1] <= 120 or b.tokens.shape[0] == 1 for b in batches)
+    assert sorted(i for b in batches for i in b.index.tolist()) == list(range(len(examples)))
+    with pytest.raises(DataError):
+        next(iter_batches(tokenizer, examples, max_tokens=0))
     unsorted = list(iter_batches(tokenizer, examples, batch_size=2, sort_by_length=False))
     assert torch.cat([b.index for b in unsorted]).tolist() == list(range(len(examples)))
 
