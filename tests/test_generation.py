@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_model
+from conftest import make_tiny_model, no_hooks
 
 from mechvalue.collect import collect
 from mechvalue.data import load_dilemmas, load_pairs
@@ -47,17 +47,11 @@ def _sequential(model, prompts, specs=(), **kwargs) -> list[list[int]]:
     return [generate(model, [p], specs, max_new_tokens=N_NEW, **kwargs).tokens[0] for p in prompts]
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks for hp in model.hook_dict.values())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on shared CPUs (10-30x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny tensors: run this module with one intra-op thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +95,7 @@ def test_batched_greedy_equals_sequential(tiny_model, steer_vec, clean_seq, name
     assert batched.tokens == seq
     assert all(len(t) == N_NEW for t in batched.tokens)
     assert batched.texts == [tiny_model.tokenizer.decode(t) for t in seq]
-    assert _no_hooks(tiny_model)
+    assert no_hooks(tiny_model)
 
 
 GATES = {
@@ -410,7 +404,7 @@ def test_score_rejects_bad_input(tiny_model):
 
 def test_tiny_model_unchanged(tiny_model, tokenizer):
     """No test above left hooks behind or changed the shared tiny model's weights."""
-    assert _no_hooks(tiny_model)
+    assert no_hooks(tiny_model)
     fresh = make_tiny_model(tokenizer)
     ids = torch.tensor([[1, 2, 3, 4]])
     with torch.no_grad():
@@ -455,6 +449,6 @@ def test_benevolence_vector_moves_dilemma_preference(smollm):
         specs = AddVector(STEER_LAYER, v, alpha) if alpha else ()
         lp = score(smollm, prompts, answers, specs)
         prefs.append(float((lp[:, 0] - lp[:, 1]).mean()))
-    assert _no_hooks(smollm)
+    assert no_hooks(smollm)
     # measured: about -14.9, -10.0, -6.6 (margins of 3-5 nats)
     assert prefs[0] + 1.0 < prefs[1] < prefs[2] - 1.0, prefs

@@ -10,6 +10,7 @@ import importlib
 
 import pytest
 import torch
+from conftest import no_hooks
 
 from mechvalue.errors import HookError, MechvalueError
 from mechvalue.interventions import (
@@ -49,17 +50,11 @@ def _vec(seed: int, n: int = D, scale: float = 1.0) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(seed)) * scale
 
 
-def _no_hooks(model) -> bool:
-    return all(not hp.fwd_hooks and not hp.bwd_hooks for hp in model.hook_dict.values())
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids oversubscription on shared CPUs (10-30x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+def _one_thread(one_thread):
+    """Tiny tensors: run this module with one intra-op thread (see conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")
@@ -277,9 +272,9 @@ def test_no_context_counts_every_position_as_prompt(tiny_model, tokens, clean):
 def test_hooks_removed_after_the_block(tiny_model, tokens, clean):
     with torch.no_grad():
         with intervene(tiny_model, AddVector(1, _vec(9), 3.0), ScaleNeurons(0, [1, 2], 0.0)):
-            assert not _no_hooks(tiny_model)
+            assert not no_hooks(tiny_model)
             assert not torch.allclose(tiny_model(tokens), clean[0], atol=1e-3)
-        assert _no_hooks(tiny_model)
+        assert no_hooks(tiny_model)
         assert torch.equal(tiny_model(tokens), clean[0])
 
 
@@ -290,14 +285,14 @@ def test_hooks_removed_when_the_block_raises(tiny_model, tokens, clean):
             with intervene(tiny_model, AddVector(1, _vec(10), 3.0), context=ctx):
                 assert iv._CURRENT.ctx is ctx
                 raise RuntimeError("boom")
-        assert _no_hooks(tiny_model)
+        assert no_hooks(tiny_model)
         assert iv._CURRENT.ctx is None
         assert torch.equal(tiny_model(tokens), clean[0])
         # an error raised by a spec inside the forward pass also cleans up
         with pytest.raises(MechvalueError, match="per-row alpha"):
             with intervene(tiny_model, AddVector(1, _vec(10), torch.ones(5))):
                 tiny_model(tokens)
-        assert _no_hooks(tiny_model)
+        assert no_hooks(tiny_model)
         assert torch.equal(tiny_model(tokens), clean[0])
 
 
@@ -309,7 +304,7 @@ def test_nesting_composes(tiny_model, tokens, clean):
         _, outer = tiny_model.run_with_cache(tokens)
     torch.testing.assert_close(inner[R1] - clean[1][R1], (2.0 * v1 - v2).expand(3, 7, D), atol=ATOL, rtol=0)
     torch.testing.assert_close(outer[R1] - clean[1][R1], (2.0 * v1).expand(3, 7, D), atol=ATOL, rtol=0)
-    assert _no_hooks(tiny_model)
+    assert no_hooks(tiny_model)
 
 
 def test_inner_specs_run_after_outer_ones(tiny_model, tokens, clean):
@@ -372,7 +367,7 @@ def test_bad_input_raises_clear_errors(tiny_model, tokens):
         enter(AddVector(1, torch.ones(D), gate=lambda prompts: [True] * len(prompts)))
     with pytest.raises(MechvalueError, match="not an intervention spec"):
         enter("blocks.0.hook_resid_post")
-    assert _no_hooks(tiny_model)
+    assert no_hooks(tiny_model)
 
 
 # ------------------------------------------------------------------ gates
