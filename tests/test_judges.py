@@ -174,18 +174,7 @@ def judge_texts() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def one_torch_thread():
-    """Intra-op threads only cost on a shared 2-core box (a forward pass was 7x slower with 2 than with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def trained(smollm, one_torch_thread):
+def trained(smollm, one_thread):
     t0 = time.perf_counter()
     judge = ClassifierJudge.train(smollm)
     judge.train_seconds = time.perf_counter() - t0
