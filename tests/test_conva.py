@@ -91,3 +91,19 @@ def test_errors_and_helpers(tiny_model):
     assert set(P0) == {"achievement", "stimulation", "hedonism", "self_direction", "power", "security",
                        "tradition", "conformity", "benevolence", "universalism"}
     assert negative_prompt("SD").startswith("You have low level of self-direction.")
+
+
+def test_best_window_fallback_when_no_layer_passes():
+    from mechvalue.methods.conva import best_window, fit_value_vectors
+
+    acc = [0.5, 0.6, 0.8, 0.85, 0.82, 0.6, 0.9, 0.95, 0.99, 0.99, 0.99, 0.99]  # the best are in the last five
+    assert best_window(acc, 12, width=3, exclude_last=5) == [2, 3, 4]
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(2, 2 * (8 + 4), 6, generator=g)  # pure noise: no layer passes 0.9
+    vv = fit_value_vectors(feats, 8, 4, value="power", layers=[0, 1], n_layers=8, exclude_last=5,
+                           fallback_width=2)
+    assert vv.selected == [0, 1] and vv.meta["selection"] == "best_window"
+    none = fit_value_vectors(feats, 8, 4, value="power", layers=[0, 1], n_layers=8, fallback_width=None)
+    assert none.selected == [] and none.meta["selection"] == "threshold"
+    with pytest.raises(MechvalueError, match="features must be"):
+        fit_value_vectors(feats[:, :5], 8, 4, value="power", layers=[0, 1], n_layers=8)

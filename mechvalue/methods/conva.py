@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from .._io import load_tensors, save_tensors
@@ -83,6 +84,20 @@ def select_layers(accuracy: Sequence[float], n_layers: int, *, threshold: float 
     return list(range(ok[0], ok[-1] + 1)) if ok else []
 
 
+def best_window(accuracy: Sequence[float], n_layers: int, *, width: int = 3, exclude_last: int = 5) -> list[int]:
+    """Fallback when no layer passes the threshold: the ``width`` contiguous allowed layers of highest mean accuracy.
+
+    Not the authors' rule (their 7B probes pass 0.9); a small model's may not, so the caller records
+    ``selection="best_window"``.
+    """
+    last = n_layers - 1 - exclude_last
+    acc = [a if a == a else -1.0 for a in accuracy]  # NaN (layer not probed) never wins
+    if last + 1 < width:
+        raise MechvalueError(f"cannot choose {width} layers among {last + 1} allowed")
+    start = max(range(last - width + 2), key=lambda s: sum(acc[s:s + width]))
+    return list(range(start, start + width))
+
+
 def _features(model, texts: Sequence[str], layers: list[int], template: str, batch_size: int) -> Tensor:
     examples = [raw(t) for t in texts] if template == "raw" else [chat(t) for t in texts]
     hooks = {resid_hook(layer): "last" for layer in layers}
@@ -91,9 +106,22 @@ def _features(model, texts: Sequence[str], layers: list[int], template: str, bat
     return torch.stack([st.features[resid_hook(layer)] for layer in layers])  # [layer, n, d]
 
 
+def pair_texts(pairs: Sequence[ContrastPair]) -> tuple[list[str], int, int]:
+    """Texts in the order the fit expects: train positives, train negatives, test positives, test negatives."""
+    train = [p for p in pairs if p.split == "train"]
+    test = [p for p in pairs if p.split == "test"]
+    if len(train) < 4 or not test:
+        value = pairs[0].value if pairs else "?"
+        raise MechvalueError(f"{value}: need >= 4 train pairs and >= 1 test pair, got {len(train)}/{len(test)}")
+    texts = [p.positive for p in train] + [p.negative for p in train] + [p.positive for p in test] + [
+        p.negative for p in test]
+    return texts, len(train), len(test)
+
+
 def train_value_vectors(model, value: str, pairs: Sequence[ContrastPair] | None = None, *, template: str = "raw",
                         layers: Sequence[int] | None = None, threshold: float = 0.9, exclude_last: int = 5,
-                        C: float = 1.0, batch_size: int = 16, seed: int = 0) -> ValueVectors:
+                        fallback_width: int | None = 3, C: float = 1.0, batch_size: int = 16,
+                        seed: int = 0) -> ValueVectors:
     """Probe value vectors for ``value`` on every layer from the bundled pairs' train/test split.
 
     ``template="raw"`` (the authors' setting) or ``"chat"`` (the sentence as a user turn).
@@ -102,34 +130,52 @@ def train_value_vectors(model, value: str, pairs: Sequence[ContrastPair] | None 
     if template not in ("raw", "chat"):
         raise MechvalueError(f"template must be 'raw' or 'chat', not {template!r}")
     pairs = list(pairs) if pairs is not None else load_pairs(value)
-    train = [p for p in pairs if p.split == "train"]
-    test = [p for p in pairs if p.split == "test"]
-    if len(train) < 4 or not test:
-        raise MechvalueError(f"{value}: need >= 4 train pairs and >= 1 test pair, got {len(train)}/{len(test)}")
+    texts, n_tr, n_te = pair_texts(pairs)
     layers = list(layers) if layers is not None else list(range(model.cfg.n_layers))
-    texts = [p.positive for p in train] + [p.negative for p in train] + [p.positive for p in test] + [
-        p.negative for p in test]
     feats = _features(model, texts, layers, template, batch_size)
-    n_tr, n_te = len(train), len(test)
-    y_tr = np.r_[np.ones(n_tr), np.zeros(n_tr)].astype(int)
-    y_te = np.r_[np.ones(n_te), np.zeros(n_te)].astype(int)
+    return fit_value_vectors(feats, n_tr, n_te, value=value, layers=layers, n_layers=model.cfg.n_layers,
+                             threshold=threshold, exclude_last=exclude_last, fallback_width=fallback_width, C=C,
+                             seed=seed, meta={"model_id": model_info(model).get("model_id"),
+                                              "processing": model_info(model).get("processing"),
+                                              "template": template})
+
+
+def fit_value_vectors(feats: Float[Tensor, "layer n d"], n_train: int, n_test: int, *, value: str,
+                      layers: Sequence[int], n_layers: int, threshold: float = 0.9, exclude_last: int = 5,
+                      fallback_width: int | None = 3, C: float = 1.0, seed: int = 0,
+                      meta: dict | None = None) -> ValueVectors:
+    """Fit the per-layer probes from features in :func:`pair_texts` order (pure; no model).
+
+    Layer selection is the authors' rule (:func:`select_layers`); if no layer passes it and
+    ``fallback_width`` is set, :func:`best_window` (recorded as ``meta["selection"]``).
+    """
+    layers = list(layers)
+    if feats.ndim != 3 or feats.shape[0] != len(layers) or feats.shape[1] != 2 * (n_train + n_test):
+        raise MechvalueError(f"features must be [{len(layers)} layers, {2 * (n_train + n_test)} texts, d], "
+                             f"got {tuple(feats.shape)}")
+    y_tr = np.r_[np.ones(n_train), np.zeros(n_train)].astype(int)
+    y_te = np.r_[np.ones(n_test), np.zeros(n_test)].astype(int)
     ws, bs, accs, diffs = [], [], [], []
     for k in range(len(layers)):
-        x_tr, x_te = feats[k, :2 * n_tr], feats[k, 2 * n_tr:]
+        x_tr, x_te = feats[k, :2 * n_train].float(), feats[k, 2 * n_train:].float()
         probe = train_probe(x_tr, y_tr, x_test=x_te, y_test=y_te, C=C, seed=seed)
         ws.append(probe.w)
         bs.append(probe.b)
         accs.append(probe.accuracy)
-        diffs.append(x_tr[:n_tr].mean(0) - x_tr[n_tr:].mean(0))
-    acc = torch.tensor(accs)
-    full = [float("nan")] * model.cfg.n_layers
+        diffs.append(x_tr[:n_train].mean(0) - x_tr[n_train:].mean(0))
+    full = [float("nan")] * n_layers
     for k, layer in enumerate(layers):
         full[layer] = accs[k]
-    selected = select_layers([a if a == a else 0.0 for a in full], model.cfg.n_layers, threshold=threshold,
+    selected = select_layers([a if a == a else 0.0 for a in full], n_layers, threshold=threshold,
                              exclude_last=exclude_last)
-    meta = {"model_id": model_info(model).get("model_id"), "processing": model_info(model).get("processing"),
-            "template": template, "n_train": n_tr, "n_test": n_te, "C": C, "seed": seed, "threshold": threshold}
-    return ValueVectors(value, layers, torch.stack(ws), torch.tensor(bs), acc, torch.stack(diffs), selected, meta)
+    selection = "threshold"
+    if not selected and fallback_width:
+        selected, selection = best_window(full, n_layers, width=fallback_width, exclude_last=exclude_last), \
+            "best_window"
+    meta = {**(meta or {}), "n_train": n_train, "n_test": n_test, "C": C, "seed": seed, "threshold": threshold,
+            "selection": selection}
+    return ValueVectors(canonical(value), layers, torch.stack(ws), torch.tensor(bs), torch.tensor(accs),
+                        torch.stack(diffs), selected, meta)
 
 
 def _last_resid(model, batch, layer: int, specs) -> Tensor:
