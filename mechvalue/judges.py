@@ -313,6 +313,18 @@ class ClassifierJudge(JudgeBase):
         return save_tensors(path, {k: torch.from_numpy(v) for k, v in self._t.items()}, self.meta)
 
     @classmethod
+    def bundled(cls, model) -> ClassifierJudge | None:
+        """The judge shipped in ``data/judges/`` for this model and weight processing, if any (else None)."""
+        from .data import data_dir
+
+        for path in sorted((data_dir() / "judges").glob("*.safetensors")):
+            try:
+                return cls.load(path, model)
+            except CorruptFileError:
+                continue
+        return None
+
+    @classmethod
     def load(cls, path: str | Path, model) -> ClassifierJudge:
         """Load a saved judge for ``model``; refuses one trained on another model or weight processing."""
         from .models import model_info

@@ -193,3 +193,30 @@ def edit_specs(probes: NeuronProbes, neurons: NeuronSet, *, p0: float = 0.9, rul
         else:
             raise MechvalueError(f"rule must be 'probe_push' or 'sign_push', not {rule!r}")
     return specs
+
+
+def save_probe_pushes(path, specs: Sequence[ProbePush], **meta):
+    """Save a list of :class:`ProbePush` edits (NeVA's, restricted to their neurons) to safetensors."""
+    from .._io import save_tensors
+
+    tensors, items = {}, []
+    for k, s in enumerate(specs):
+        if not isinstance(s, ProbePush):
+            raise MechvalueError(f"save_probe_pushes saves ProbePush specs, got {type(s).__name__}")
+        tensors[f"{k}.w"] = torch.as_tensor(s.w).float()
+        for name in ("indices", "mean", "scale"):
+            if getattr(s, name) is not None:
+                tensors[f"{k}.{name}"] = torch.as_tensor(getattr(s, name))
+        items.append({"hook": s.hook, "b": float(s.b), "target": float(s.target), "direction": s.direction,
+                      "positions": s.positions})
+    return save_tensors(path, tensors, {**meta, "kind": "ProbePushes", "specs": items})
+
+
+def load_probe_pushes(path) -> list[ProbePush]:
+    """Inverse of :func:`save_probe_pushes` (gates are not saved: set them with ``spec.replace(gate=...)``)."""
+    from .._io import load_tensors
+
+    t, meta = load_tensors(path, kind="ProbePushes")
+    return [ProbePush(it["hook"], t[f"{k}.w"], it["b"], it["target"], indices=t.get(f"{k}.indices"),
+                      mean=t.get(f"{k}.mean"), scale=t.get(f"{k}.scale"), direction=it["direction"],
+                      positions=it["positions"]) for k, it in enumerate(meta["specs"])]

@@ -192,13 +192,14 @@ def _dimension_items(df: pd.DataFrame, dimension: str, column: str) -> np.ndarra
 
 def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.0,), mode: str = "static",
                 n_random: int = 3, suppress_opposite: bool = False, dilemmas=None, items=None,
-                batch_size: int = 16) -> pd.DataFrame:
+                baselines: dict[str, NeuronSet] | None = None, batch_size: int = 16) -> pd.DataFrame:
     """Shift of the judge-free scores of ``dimension`` and of its opposite under manipulation.
 
     For each factor: the located set, and ``n_random`` matched random sets (same per-layer
     counts), each compared with no manipulation on the same items (paired differences with
-    bootstrap CIs). Scores: questionnaire rating (1-6) of the dimension's portrait items and
-    dilemma preference (log-prob difference) of its values' dilemmas. Returns tidy rows.
+    bootstrap CIs); ``baselines`` (name -> set, e.g. :func:`baseline_sets`) get the same test.
+    Scores: questionnaire rating (1-6) of the dimension's portrait items and dilemma
+    preference (log-prob difference) of its values' dilemmas. Returns tidy rows.
     """
     from ..evaluate import dilemma_preference, questionnaire
     from ..metrics import paired_difference
@@ -208,6 +209,13 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     target = result.sets[dim]
     if len(target) == 0:
         raise MechvalueError(f"no neurons selected for {dim} at tau={result.config.tau}; lower tau")
+
+    from ..data import load_dilemmas, load_portraits
+    from ..values import DIMENSION_WEIGHTS
+
+    relevant = set(DIMENSION_WEIGHTS[dim]) | set(DIMENSION_WEIGHTS[opp])  # score only what is reported
+    items = [i for i in (items if items is not None else load_portraits()) if i.value in relevant]
+    dilemmas = [d for d in (dilemmas if dilemmas is not None else load_dilemmas()) if d.value in relevant]
 
     def scores(specs):
         q = questionnaire(model, items, specs, batch_size=batch_size)
@@ -222,12 +230,14 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
         arms = {"valuelocate": target}
         arms.update({f"random#{s}": matched_random(target, result.d_mlp, seed=s, exclude=target)
                      for s in range(n_random)})
+        arms.update(baselines or {})
         for arm, neurons in arms.items():
             suppress = result.sets[opp] if suppress_opposite and arm == "valuelocate" else None
             steered = scores(manipulation_specs(neurons, mode=mode, gamma=factor, lam=factor, suppress=suppress))
             for (which, metric), vals in steered.items():
                 est, lo, hi = paired_difference(vals, base[(which, metric)])
-                rows.append({"method": "valuelocate" if arm == "valuelocate" else "random_neurons", "arm": arm,
+                method = "random_neurons" if arm.startswith("random#") else arm
+                rows.append({"method": method, "arm": arm,
                              "target": dim, "value": which, "metric": f"delta_{metric}", "factor": factor,
                              "estimate": est, "ci_low": lo, "ci_high": hi, "n": len(vals),
                              "n_neurons": len(neurons)})

@@ -1,0 +1,283 @@
+"""The steps of ``mechvalue run`` (see :mod:`mechvalue.run`); each returns a small info dict."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from ._io import atomic_path
+from .errors import MechvalueError
+from .values import OPPOSING_DIMENSIONS, VALUES
+
+
+def _tables(folder: Path, tables: dict[str, pd.DataFrame], index: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, df in tables.items():
+        with atomic_path(folder / f"{name}.csv") as tmp:
+            df.to_csv(tmp, index=index)
+
+
+def step_judge(run) -> dict:
+    metrics = run.judge.meta.get("metrics", {}).get("mean", {})
+    return {"judge": "classifier", "test_metrics": metrics}
+
+
+# ------------------------------------------------------------------ ValueLocate
+
+def step_valuelocate(run) -> dict:
+    from .data import load_dilemmas, load_portraits
+    from .methods.valuelocate import ValueLocateConfig, baseline_sets, causal_test, locate
+
+    cfg = run.cfg
+    folder = run.out / "valuelocate"
+    vl_cfg = ValueLocateConfig(tau=cfg.vl_tau, max_questions=cfg.vl_max_questions, batch_size=cfg.batch_size,
+                               seed=cfg.seed)
+    res = locate(run.model, vl_cfg)
+    res.save(folder)
+    fr = res.fraction_vs_tau()
+    _tables(folder, {"fraction_vs_tau": fr, "layer_counts": res.layer_counts()})
+    _tables(folder, {"overlaps": res.overlaps()}, index=True)
+    rng = random.Random(cfg.seed)
+    dilemmas = []
+    for v in VALUES:
+        ds = load_dilemmas(v)
+        dilemmas += rng.sample(ds, min(cfg.vl_dilemmas_per_value, len(ds)))
+    items = load_portraits()
+    causal = []
+    for a, _b in OPPOSING_DIMENSIONS:  # one target per axis: the first-named side
+        if len(res.sets[a]) == 0:
+            continue
+        causal.append(causal_test(run.model, res, a, factors=(cfg.vl_factor,), n_random=cfg.vl_n_random,
+                                  dilemmas=dilemmas, items=items, batch_size=cfg.batch_size,
+                                  baselines={k: s for k, s in baseline_sets(res, a).items() if k != "random"}))
+    causal_df = pd.concat(causal, ignore_index=True) if causal else pd.DataFrame()
+    _tables(folder, {"causal": causal_df})
+    at = fr[fr.tau == cfg.vl_tau]
+    return {"fraction_selected": float(res.fraction_selected()),
+            "fraction_at_tau": float(at.fraction.iloc[0]) if len(at) else None,
+            "set_sizes": {k: len(s) for k, s in res.sets.items()}, "input_mode": vl_cfg.input_mode}
+
+
+# ------------------------------------------------------------------ ConVA and NeVA (one pass over the pairs)
+
+def _pair_features(run):
+    """Last-token resid_post at every layer and hook_post at NeVA's candidate layers, all pairs, raw text."""
+    if getattr(run, "_pair_feats", None) is not None:
+        return run._pair_feats
+    from .collect import collect
+    from .data import load_pairs
+    from .hooks import mlp_hook, resid_hook
+    from .methods.conva import pair_texts
+    from .methods.neva import default_layers
+    from .prompts import raw
+
+    model = run.model
+    n_layers = model.cfg.n_layers
+    neva_layers = default_layers(n_layers)
+    texts, spans = [], {}
+    for v in run.cfg.values:
+        t, n_tr, n_te = pair_texts(load_pairs(v))
+        spans[v] = (len(texts), n_tr, n_te)
+        texts += t
+    hooks = {resid_hook(layer): "last" for layer in range(n_layers)}
+    hooks.update({mlp_hook(layer): "last" for layer in neva_layers})
+    st = collect(model, [raw(t) for t in texts], span="last", resid=False, mlp=False, features=hooks,
+                 batch_size=run.cfg.batch_size, desc="pairs", max_length=256)
+    resid = torch.stack([st.features[resid_hook(layer)] for layer in range(n_layers)])
+    mlp = torch.stack([st.features[mlp_hook(layer)] for layer in neva_layers])
+    run._pair_feats = {"resid": resid, "mlp": mlp, "spans": spans, "neva_layers": neva_layers}
+    return run._pair_feats
+
+
+def step_conva(run) -> dict:
+    from .methods.conva import fit_value_vectors
+    from .models import model_info
+    from .vectors import cosine
+
+    feats = _pair_features(run)
+    model, folder = run.model, run.out / "conva"
+    info = model_info(model)
+    rows, dirs, selected = [], [], {}
+    mid = model.cfg.n_layers // 2
+    for v in run.cfg.values:
+        start, n_tr, n_te = feats["spans"][v]
+        x = feats["resid"][:, start:start + 2 * (n_tr + n_te)]
+        vv = fit_value_vectors(x, n_tr, n_te, value=v, layers=list(range(model.cfg.n_layers)),
+                               n_layers=model.cfg.n_layers, seed=run.cfg.seed,
+                               meta={"model_id": info.get("model_id"), "processing": info.get("processing"),
+                                     "template": "raw"})
+        vv.save(folder / f"vectors_{v}.safetensors")
+        selected[v] = {"layers": vv.selected, "rule": vv.meta["selection"]}
+        rows += [{"value": v, "layer": k, "accuracy": float(a), "selected": k in vv.selected}
+                 for k, a in enumerate(vv.accuracy.tolist())]
+        dirs.append(vv.direction(mid))
+    cos = cosine(torch.stack(dirs)[:, None], torch.stack(dirs)[None]).numpy()
+    _tables(folder, {"probe_accuracy": pd.DataFrame(rows)})
+    _tables(folder, {"cosine_matrix": pd.DataFrame(cos, index=pd.Index(run.cfg.values, name="value"),
+                                                   columns=run.cfg.values)}, index=True)
+    return {"selected_layers": selected, "cosine_layer": mid}
+
+
+def step_neva(run) -> dict:
+    from .methods.neva import edit_specs, fit_neuron_probes, save_probe_pushes, select_neurons
+    from .neurons import NeuronSet, jaccard_matrix, matched_random
+
+    feats = _pair_features(run)
+    from .data import load_pairs
+    from .methods.conva import pair_texts
+
+    owner, label, split = [], [], []
+    for v in run.cfg.values:
+        _, n_tr, n_te = pair_texts(load_pairs(v))
+        owner += [v] * 2 * (n_tr + n_te)
+        label += [1] * n_tr + [0] * n_tr + [1] * n_te + [0] * n_te
+        split += ["train"] * 2 * n_tr + ["test"] * 2 * n_te
+    probes = fit_neuron_probes(feats["mlp"], owner, label, split, feats["neva_layers"], C=run.cfg.neva_C,
+                               seed=run.cfg.seed)
+    sets = select_neurons(probes, budget=run.cfg.neva_budget)
+    folder = run.out / "neva"
+    rows = []
+    from .methods.conva import P0
+
+    for v, s in sets.items():
+        s.save(folder / f"neurons_{v}.safetensors")
+        rows += [{"value": v, "layer": int(lay), "index": int(i), "score": float(sc), "sign": int(sg)}
+                 for lay, i, sc, sg in zip(s.layers, s.indices, s.scores, s.signs)]
+        save_probe_pushes(folder / f"edit_{v}.safetensors", edit_specs(probes, s, p0=P0[v]), value=v, p0=P0[v])
+        rnd = matched_random(s, run.model.cfg.d_mlp, seed=run.cfg.seed, exclude=s)
+        rnd = NeuronSet(rnd.layers, rnd.indices, rnd.scores, rnd.signs, v, rnd.meta)
+        save_probe_pushes(folder / f"edit_random_{v}.safetensors", edit_specs(probes, rnd, p0=P0[v]), value=v,
+                          p0=P0[v], control="matched_random")
+    names = list(sets)
+    jac = pd.DataFrame(jaccard_matrix([sets[v] for v in names]), index=pd.Index(names, name="value"), columns=names)
+    acc = pd.DataFrame([{"value": v, "layer": lay, "accuracy": float(a)} for v in names
+                        for lay, a in zip(probes.layers, probes.accuracy[v].tolist())])
+    _tables(folder, {"neurons": pd.DataFrame(rows), "probe_accuracy": acc})
+    _tables(folder, {"jaccard": jac}, index=True)
+    return {"budget": run.cfg.neva_budget, "set_sizes": {v: len(s) for v, s in sets.items()},
+            "layers": feats["neva_layers"]}
+
+
+# ------------------------------------------------------------------ Dual mechanisms
+
+def step_dual(run) -> dict:
+    from .methods import dual
+
+    config = dual.DualConfig.quick() if run.cfg.quick else dual.DualConfig()
+    for k, v in run.cfg.dual.items():
+        if not hasattr(config, k):
+            raise MechvalueError(f"unknown dual config key {k!r}")
+        setattr(config, k, v)
+    mmlu, _ = run.mmlu()
+    out = dual.run_dual(run.model, run.out / "dual", values=run.cfg.values, config=config, judge=run.judge,
+                        mmlu=mmlu)
+    structure = out.get("structure", {}) if isinstance(out, dict) else {}
+    return {k: v for k, v in structure.items() if isinstance(v, (int, float, str))}
+
+
+# ------------------------------------------------------------------ steering study
+
+def step_steering(run) -> dict:
+    from .data import load_dilemmas, load_queries, load_system_prompts
+    from .methods.conva import P0, ValueVectors
+    from .methods.neva import load_probe_pushes
+    from .study import StudyConfig, analyse, build_arms, score_arm
+
+    cfg = run.cfg
+    scfg = StudyConfig.quick() if cfg.quick else StudyConfig()
+    for k, v in cfg.study.items():
+        if not hasattr(scfg, k):
+            raise MechvalueError(f"unknown study config key {k!r}")
+        setattr(scfg, k, v)
+    scfg.batch_size, scfg.seed = cfg.batch_size, cfg.seed
+    folder = run.out / "steering"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(cfg.seed)
+    queries = [q.text for q in rng.sample(load_queries(), scfg.n_queries)]
+    mmlu, mmlu_path = run.mmlu()
+    per_target = scfg.n_mmlu // len(cfg.values) if mmlu else 0
+    rec_path = folder / "records.jsonl"
+    records = [json.loads(line) for line in rec_path.read_text().splitlines()] if rec_path.exists() else []
+    have = {(r["arm"], r["target"]) for r in records}
+    for k, v in enumerate(cfg.values):
+        vectors = ValueVectors.load(run.out / "conva" / f"vectors_{v}.safetensors", model=run.model)
+        neva = run.out / "neva"
+        arms = build_arms(v, vectors=vectors, neva=load_probe_pushes(neva / f"edit_{v}.safetensors"),
+                          random_neurons=load_probe_pushes(neva / f"edit_random_{v}.safetensors"), judge=run.judge,
+                          cfg=scfg, system_prompt=rng.choice(load_system_prompts(v)).text, p0=P0[v])
+        dilemmas = random.Random(cfg.seed + k).sample(load_dilemmas(v), scfg.n_dilemmas)
+        mm = mmlu[k * per_target:(k + 1) * per_target] if per_target else None
+        for arm, (interventions, system) in arms.items():
+            if (arm, v) in have:
+                continue
+            print(f"  steering {v}: {arm}", flush=True)
+            rec = score_arm(run.model, arm, interventions, system, target=v, queries=queries, dilemmas=dilemmas,
+                            mmlu=mm, judge=run.judge, cfg=scfg)
+            with open(rec_path, "a") as f:  # one JSON line per finished (arm, target): resumable
+                f.write(json.dumps(rec) + "\n")
+            records.append(rec)
+    tables = analyse(records, cfg.values)
+    results = tables.pop("results")
+    _tables(folder, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results})
+    _tables(folder, tables, index=True)
+    return {"queries": queries, "mmlu_source": mmlu_path, "mmlu_per_target": per_target,
+            "study": {k: v for k, v in vars(scfg).items()}}
+
+
+# ------------------------------------------------------------------ audits, report, summary
+
+def step_audits(run) -> dict:
+    from .audit import save_audit, top_activating
+    from .neurons import NeuronSet
+
+    done = []
+    sources = sorted((run.out / "valuelocate").glob("neurons_*.safetensors"))[:2] + sorted(
+        (run.out / "neva").glob("neurons_*.safetensors"))[:2]
+    for path in sources[:run.cfg.n_audits]:
+        s = NeuronSet.load(path)
+        if len(s) == 0:
+            continue
+        k = int(s.scores.abs().argmax())
+        layer, index = int(s.layers[k]), int(s.indices[k])
+        label = f"{path.parent.name} {s.name}: strongest neuron L{layer}.{index} (score {float(s.scores[k]):.3f})"
+        examples = top_activating(run.model, layer, index, k=5, batch_size=run.cfg.batch_size)
+        save_audit(run.out / "audits" / f"{path.parent.name}_{s.name}_L{layer}_{index}.json", "neuron", layer, index,
+                   label, examples)
+        done.append(label)
+    return {"audits": done}
+
+
+def step_report(run) -> dict:
+    from .report import build_report
+
+    results = [pd.read_csv(p) for p in (run.out / "steering" / "results.csv", ) if p.exists()]
+    vl = run.out / "valuelocate" / "causal.csv"
+    if vl.exists() and vl.stat().st_size > 1:
+        results.append(pd.read_csv(vl))
+    if results:
+        with atomic_path(run.out / "results.csv") as tmp:
+            pd.concat(results, ignore_index=True).to_csv(tmp, index=False)
+    path = build_report(run.out)
+    return {"report": str(path)}
+
+
+def print_summary(run) -> None:
+    out = run.out
+    with pd.option_context("display.width", 200, "display.max_columns", 30, "display.float_format", "{:.3f}".format):
+        p = out / "valuelocate" / "fraction_vs_tau.csv"
+        if p.exists():
+            print("\nValueLocate: fraction of MLP neurons selected vs tau\n" + pd.read_csv(p).to_string(index=False))
+        p = out / "steering" / "summary.csv"
+        if p.exists():
+            df = pd.read_csv(p)
+            cols = [c for c in ("method", "control_success", "judged_gain", "dilemma_gain", "nlr", "perplexity",
+                                "mmlu", "distinct_2") if c in df]
+            print("\nSteering study (all targets pooled)\n" + df[cols].to_string(index=False))
+        p = out / "dual" / "structure.json"
+        if p.exists():
+            print("\nDual mechanisms structure: " + p.read_text())
+    print(f"\nrun folder: {out}" + (f"; report: {out / 'report.html'}" if (out / "report.html").exists() else ""))
