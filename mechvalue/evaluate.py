@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .data import Dilemma, PortraitItem, load_dilemmas, load_portraits
 from .errors import MechvalueError
-from .generation import score
+from .generation import logits_at, score
 from .interventions import RunContext, intervene
 from .prompts import Example, chat, raw, tokenize
 from .values import canonical_list
@@ -62,10 +62,11 @@ def next_token_distribution(model, examples: Sequence[Example], candidates: Sequ
         chunk = list(examples[start:start + batch_size])
         batch = tokenize(model.tokenizer, chunk, span="last", skip_special=False, padding_side="right")
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk], chunk)
-        with intervene(model, interventions, context=ctx):
-            logits = model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device))
         rows = torch.arange(len(chunk), device=device)
-        last = logits[rows, batch.last_read.to(device)][:, ids.to(device)].float()
+        with intervene(model, interventions, context=ctx):
+            logits = logits_at(model, batch.tokens.to(device), batch.attention_mask.to(device), rows,
+                               batch.last_read.to(device))
+        last = logits[:, ids.to(device)].float()
         out.append(torch.softmax(last, -1).cpu())
     return torch.cat(out)
 

@@ -88,6 +88,20 @@ def _sample(logits: Float[Tensor, "batch vocab"], temperature: float, top_p: flo
     return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
 
 
+def logits_at(model, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor, rows: Tensor,
+              cols: Tensor) -> Float[Tensor, "k vocab"]:
+    """Logits only at positions ``(rows[i], cols[i])``: the unembedding (a fifth of a small model's
+    FLOPs, and a ``[batch, pos, vocab]`` tensor) is skipped elsewhere. Installed hooks apply."""
+    grabbed = {}
+
+    def grab(act, hook):
+        grabbed["x"] = act
+    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"  # after every installed edit of that hook
+    model.run_with_hooks(tokens, attention_mask=attention_mask, return_type=None, fwd_hooks=[(last, grab)])
+    x = grabbed["x"][rows, cols][None]  # [1, k, d_model]
+    return model.unembed(model.ln_final(x))[0]
+
+
 def _forward(model, tokens, attention_mask, cache):
     return model(tokens, attention_mask=attention_mask, past_kv_cache=cache)
 
@@ -185,10 +199,12 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk],
                                     [examples[(start + j) // k] for j in range(len(chunk))])
         rows = [(start + j) // k for j in range(len(chunk))]  # per-row gates/alphas are per prompt
+        mask = batch.read_mask[:, 1:]  # logits at t predict token t + 1
+        r, c = mask.nonzero(as_tuple=True)
         with intervene(model, _for_rows(interventions, rows, len(examples)), context=ctx):
-            logits = model(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device))
-        logp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.tokens[:, 1:, None].to(device))[..., 0]
-        mask = batch.read_mask[:, 1:].to(device)
-        total = (logp * mask).sum(1)
-        out[start:start + len(chunk)] = (total / mask.sum(1) if reduce == "mean" else total).cpu()
+            logits = logits_at(model, batch.tokens.to(device), batch.attention_mask.to(device), r.to(device),
+                               c.to(device))
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, batch.tokens[r, c + 1, None].to(device))[:, 0].cpu()
+        total = torch.zeros(len(chunk)).index_add_(0, r, logp)
+        out[start:start + len(chunk)] = total / mask.sum(1) if reduce == "mean" else total
     return out.reshape(len(examples), k)

@@ -51,7 +51,8 @@ class RunConfig:
     vl_tau: float = 0.03
     vl_factor: float = 3.0
     vl_n_random: int = 3
-    vl_dilemmas_per_value: int = 3
+    vl_dilemmas_per_value: int = 2
+    vl_items_per_value: int = 4
     neva_budget: float = 0.001
     neva_C: float = 0.05
     n_audits: int = 4
@@ -78,7 +79,7 @@ class RunConfig:
         if bad:
             raise MechvalueError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
         if cfg.quick:
-            cfg.vl_max_questions, cfg.vl_n_random, cfg.vl_dilemmas_per_value = 12, 2, 2
+            cfg.vl_max_questions, cfg.vl_n_random, cfg.vl_dilemmas_per_value, cfg.vl_items_per_value = 12, 1, 1, 3
             cfg.n_audits = 2
             cfg.values = cfg.values or QUICK_VALUES
         cfg.values = canonical_list(cfg.values)

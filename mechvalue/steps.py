@@ -42,18 +42,19 @@ def step_valuelocate(run) -> dict:
     _tables(folder, {"fraction_vs_tau": fr, "layer_counts": res.layer_counts()})
     _tables(folder, {"overlaps": res.overlaps()}, index=True)
     rng = random.Random(cfg.seed)
-    dilemmas = []
+    dilemmas, items = [], []
     for v in VALUES:
-        ds = load_dilemmas(v)
+        ds, ps = load_dilemmas(v), load_portraits(v)
         dilemmas += rng.sample(ds, min(cfg.vl_dilemmas_per_value, len(ds)))
-    items = load_portraits()
+        items += rng.sample(ps, min(cfg.vl_items_per_value, len(ps)))
     causal = []
     for a, _b in OPPOSING_DIMENSIONS:  # one target per axis: the first-named side
         if len(res.sets[a]) == 0:
             continue
         causal.append(causal_test(run.model, res, a, factors=(cfg.vl_factor,), n_random=cfg.vl_n_random,
                                   dilemmas=dilemmas, items=items, batch_size=cfg.batch_size,
-                                  baselines={k: s for k, s in baseline_sets(res, a).items() if k != "random"}))
+                                  baselines={k: s for k, s in baseline_sets(res, a).items()
+                                             if k != "random" and not cfg.quick}))
     causal_df = pd.concat(causal, ignore_index=True) if causal else pd.DataFrame()
     _tables(folder, {"causal": causal_df})
     at = fr[fr.tau == cfg.vl_tau]

@@ -1,0 +1,509 @@
+"""Figures from plain data (DataFrames, arrays, tensors); every function returns a matplotlib Figure.
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot, no display,
+no global state); :func:`save_figure` writes a PNG atomically. Value axes follow the circumplex
+order :data:`mechvalue.values.VALUES` whenever the labels are the ten values. Bad inputs (missing
+columns, wrong shapes, unknown value names) raise :class:`~mechvalue.errors.MechvalueError`.
+
+Token views: :func:`neuron_activation_view` (circuitsvis, for notebooks) and :func:`tokens_html`
+(self-contained colored spans, no JavaScript, used by the report).
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Circle, Rectangle
+
+from ._io import atomic_path
+from .errors import MechvalueError
+from .values import CODES, VALUES, canonical, circle_coordinates
+
+#: short CI column names of some metrics in ``steering/summary.csv``; ``<metric>_ci_low``/``_ci_high`` always work
+CI_COLUMNS = {"control_success": ("cs_ci_low", "cs_ci_high"), "perplexity": ("ppl_ci_low", "ppl_ci_high")}
+#: metrics shown by default, in this order, when a summary has them
+SUMMARY_METRICS = ("control_success", "judged", "judged_gain", "dilemma_gain", "dilemma_win", "nlr", "perplexity",
+                   "mmlu", "distinct_2")
+CLASS_COLORS = {"shared": "#7b3294", "intrinsic": "#1a9641", "prompted": "#e66101", "unassigned": "#bbbbbb"}
+
+
+# ------------------------------------------------------------------ helpers
+
+def new_figure(width: float = 6.0, height: float = 4.0, nrows: int = 1, ncols: int = 1, *, grid: bool = False,
+               **subplot_kw):
+    """A Figure with an Agg canvas and its axes: one Axes, or (``grid=True``) an ``nrows x ncols`` array."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, subplot_kw=subplot_kw or None)
+    return fig, (axes if grid else axes[0, 0])
+
+
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """PNG bytes of ``fig``."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically; returns the path."""
+    path = Path(path)
+    data = figure_png(fig, dpi)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
+    if not isinstance(df, pd.DataFrame):
+        raise MechvalueError(f"{what}: expected a DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise MechvalueError(f"{what}: missing column(s) {missing} (columns: {list(df.columns)})")
+    if df.empty:
+        raise MechvalueError(f"{what}: no rows")
+    return df
+
+
+def ci_columns(df: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
+    """The (low, high) CI columns of ``metric`` in ``df`` (``<metric>_ci_low`` or a :data:`CI_COLUMNS` alias)."""
+    for lo, hi in ((f"{metric}_ci_low", f"{metric}_ci_high"), CI_COLUMNS.get(metric, ("", ""))):
+        if lo in df and hi in df:
+            return lo, hi
+    return None, None
+
+
+def summary_metrics(df: pd.DataFrame) -> list[str]:
+    """Metric columns of a wide summary: :data:`SUMMARY_METRICS` first, then any column with CI columns."""
+    extra = [c for c in df.columns if c not in SUMMARY_METRICS and ci_columns(df, c)[0] is not None]
+    return [m for m in (*SUMMARY_METRICS, *extra) if m in df.columns]
+
+
+def _canon_or_none(labels: Sequence) -> list[str] | None:
+    """Canonical value names for ``labels``, or None when any label is not a value."""
+    try:
+        return [canonical(str(x)) for x in labels]
+    except MechvalueError:
+        return None
+
+
+def _label(name: str) -> str:
+    return CODES.get(name, str(name))
+
+
+def as_matrix(data, what: str = "matrix", rows: Sequence[str] | None = None,
+              columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """A labelled numeric matrix from a DataFrame (index or a first text column as row labels) or an array.
+
+    Value names among the labels are canonicalised and put in circumplex order.
+    """
+    if isinstance(data, pd.DataFrame):
+        df = data.copy()
+        if len(df.columns) and not pd.api.types.is_numeric_dtype(df[df.columns[0]]):
+            df = df.set_index(df.columns[0])
+    else:
+        arr = np.asarray(data.detach().cpu() if hasattr(data, "detach") else data, dtype=float)
+        if arr.ndim != 2:
+            raise MechvalueError(f"{what}: expected a 2-D matrix, got shape {arr.shape}")
+        rows = list(rows) if rows is not None else (list(VALUES) if arr.shape[0] == len(VALUES) else None)
+        columns = list(columns) if columns is not None else (list(VALUES) if arr.shape[1] == len(VALUES) else None)
+        if rows is None or columns is None or (len(rows), len(columns)) != arr.shape:
+            raise MechvalueError(f"{what}: shape {arr.shape} needs row and column labels of matching length")
+        df = pd.DataFrame(arr, index=rows, columns=columns)
+    try:
+        df = df.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise MechvalueError(f"{what}: non-numeric entries ({exc})") from exc
+    if df.shape[0] == 0 or df.shape[1] == 0:
+        raise MechvalueError(f"{what}: empty matrix")
+    for axis in ("index", "columns"):
+        labels = getattr(df, axis)
+        canon = _canon_or_none(labels)
+        if canon is not None:
+            df = df.set_axis(canon, axis=axis)
+            df = df.reindex(**{axis: [v for v in VALUES if v in canon]})
+    return df
+
+
+# ------------------------------------------------------------------ heatmaps
+
+def matrix_heatmap(matrix, *, title: str = "", cmap: str = "viridis", vmin: float | None = None,
+                   vmax: float | None = None, center: float | None = None, annotate: bool = True,
+                   xlabel: str = "", ylabel: str = "", cbar_label: str = "", diagonal: bool = False) -> Figure:
+    """Heatmap of a labelled matrix (see :func:`as_matrix`); ``center`` gives a diverging norm around it."""
+    mat = as_matrix(matrix, title or "matrix")
+    arr = mat.to_numpy()
+    finite = arr[np.isfinite(arr)]
+    lo = float(vmin if vmin is not None else (finite.min() if finite.size else 0.0))
+    hi = float(vmax if vmax is not None else (finite.max() if finite.size else 1.0))
+    norm = None
+    if center is not None:
+        span = max(abs(lo - center), abs(hi - center), 1e-12)
+        norm = TwoSlopeNorm(vcenter=center, vmin=center - span, vmax=center + span)
+    size = 0.5 + 0.45 * max(mat.shape)
+    fig, ax = new_figure(size + 1.5, 0.5 + 0.45 * mat.shape[0] + 0.8)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
+    im = ax.imshow(np.ma.masked_invalid(arr), cmap=cm, norm=norm, vmin=None if norm else lo,
+                   vmax=None if norm else hi, aspect="auto")
+    ax.set_xticks(range(mat.shape[1]), [_label(c) for c in mat.columns], rotation=45, ha="right")
+    ax.set_yticks(range(mat.shape[0]), [_label(r) for r in mat.index])
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if annotate and arr.size <= 400:
+        for (i, j), x in np.ndenumerate(arr):
+            if np.isfinite(x):
+                ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=6.5)
+    if diagonal:
+        for i, r in enumerate(mat.index):
+            if r in list(mat.columns):
+                j = list(mat.columns).index(r)
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="black"))
+    fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
+    return fig
+
+
+def leakage_heatmap(matrix, *, title: str = "Leakage: score change of each value when steering a target",
+                    annotate: bool = True) -> Figure:
+    """Target x value matrix of score changes (rows: targets, columns: the ten values), diverging at 0."""
+    mat = as_matrix(matrix, "leakage matrix")
+    if set(mat.columns) != set(VALUES) or not set(mat.index) <= set(VALUES):
+        raise MechvalueError(f"leakage matrix: columns must be the ten values and rows targets among them, got "
+                             f"rows {list(mat.index)} and columns {list(mat.columns)}")
+    return matrix_heatmap(mat, title=title, cmap="RdBu_r", center=0.0, annotate=annotate, xlabel="value",
+                          ylabel="steered target", cbar_label="score change", diagonal=True)
+
+
+def nglr_heatmap(matrix, *, kind: str = "target_group", title: str | None = None) -> Figure:
+    """NGLR heatmap: ``kind="target_group"`` (rows targets, diverging around 1 = uniform) or ``"group_group"``."""
+    if kind == "target_group":
+        return matrix_heatmap(matrix, title=title or "NGLR target -> group (1 = uniform)", cmap="PuOr_r",
+                              center=1.0, xlabel="group", ylabel="target", cbar_label="NGLR")
+    if kind == "group_group":
+        return matrix_heatmap(matrix, title=title or "NGLR group -> group", cmap="viridis",
+                              xlabel="leaks into group", ylabel="steered group", cbar_label="NGLR")
+    raise MechvalueError(f"nglr_heatmap: kind={kind!r}; use 'target_group' or 'group_group'")
+
+
+def cosine_heatmap(matrix, *, title: str = "Cosine similarity of value vectors") -> Figure:
+    """Square cosine matrix on a fixed [-1, 1] diverging scale."""
+    mat = as_matrix(matrix, "cosine matrix")
+    if mat.shape[0] != mat.shape[1] or list(mat.index) != list(mat.columns):
+        raise MechvalueError(f"cosine matrix: must be square with the same row and column labels, got "
+                             f"{list(mat.index)} x {list(mat.columns)}")
+    return matrix_heatmap(mat, title=title, cmap="RdBu_r", vmin=-1.0, vmax=1.0, center=0.0, cbar_label="cosine")
+
+
+# ------------------------------------------------------------------ charts
+
+def radar_chart(scores, *, title: str = "Value scores", methods: Sequence[str] | None = None) -> Figure:
+    """Radar of the ten value scores, one polygon per method.
+
+    ``scores``: a DataFrame with columns method, value, score (duplicates averaged; the axes are the
+    values present, at least 3, in circumplex order) or a mapping method -> ten scores in
+    :data:`VALUES` order. Uses pyvalues' radar projection (polygon grid).
+    """
+    if isinstance(scores, Mapping):
+        rows = []
+        for m, s in scores.items():
+            s = np.asarray(s, float).reshape(-1)
+            if s.size != len(VALUES):
+                raise MechvalueError(f"radar: {m!r} has {s.size} scores, expected {len(VALUES)} (VALUES order)")
+            rows += [{"method": m, "value": v, "score": x} for v, x in zip(VALUES, s)]
+        scores = pd.DataFrame(rows)
+    df = _require(scores, ["method", "value", "score"], "radar scores").copy()
+    df["value"] = [canonical(str(v)) for v in df["value"]]
+    wide = df.pivot_table(index="method", columns="value", values="score", aggfunc="mean", sort=False)
+    axes_values = [v for v in VALUES if v in wide.columns]
+    if len(axes_values) < 3:
+        raise MechvalueError(f"radar: needs scores for at least 3 values, got {axes_values}")
+    missing = {m: [v for v in axes_values if pd.isna(wide.loc[m, v])] for m in wide.index}
+    missing = {m: v for m, v in missing.items() if v}
+    if missing:
+        raise MechvalueError(f"radar: scores missing for {missing}")
+    order = [m for m in (methods or wide.index) if m in wide.index]
+    try:
+        from pyvalues.radarplot import radar_factory
+
+        theta, projection = radar_factory(len(axes_values)), "radar"
+    except ImportError:  # pragma: no cover - pyvalues is a dependency
+        theta, projection = np.linspace(0, 2 * np.pi, len(axes_values), endpoint=False), "polar"
+    fig, ax = new_figure(6.5, 5.5, projection=projection)
+    arr = wide.loc[order, axes_values].to_numpy(float)
+    lo, hi = float(arr.min()), float(arr.max())
+    pad = 0.1 * (hi - lo) if hi > lo else 0.5
+    ax.set_ylim(lo - pad, hi + pad)  # centre = lowest score minus a margin: narrow-band scores stay visible
+    colors = [f"C{i}" for i in range(len(order))]
+    for m, row, c in zip(order, arr, colors):
+        t, r = np.append(theta, theta[0]), np.append(row, row[0])
+        ax.plot(t, r, color=c, label=str(m), lw=1.8)
+        ax.fill(t, r, color=c, alpha=0.08)
+    ax.set_thetagrids(np.degrees(theta), [_label(v) for v in axes_values])
+    ax.set_title(title)
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def method_comparison_bars(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None,
+                           group: str = "method", title: str = "Method comparison (95% CI)") -> Figure:
+    """One bar panel per metric (rows of ``summary`` = methods), with CI error bars.
+
+    CI columns: see :func:`ci_columns`; default metrics: :func:`summary_metrics`. Metrics absent or
+    all-NaN are skipped.
+    """
+    df = _require(summary, [group], "comparison summary")
+    metrics = [m for m in (metrics or summary_metrics(df)) if m in df.columns]
+    metrics = [m for m in metrics if pd.to_numeric(df[m], errors="coerce").notna().any()]
+    if not metrics:
+        raise MechvalueError(f"comparison summary: no metric with numbers among columns {list(df.columns)}")
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig, axes = new_figure(3.0 * ncols + 0.5, 3.3 * nrows + 0.3, nrows, ncols, grid=True)
+    for ax in np.ravel(axes)[len(metrics):]:
+        ax.set_axis_off()
+    labels = [str(x) for x in df[group]]
+    for ax, m in zip(np.ravel(axes), metrics):
+        est = pd.to_numeric(df[m], errors="coerce").to_numpy(float)
+        lo_c, hi_c = ci_columns(df, m)
+        lo = pd.to_numeric(df[lo_c], errors="coerce").to_numpy(float) if lo_c else np.full_like(est, np.nan)
+        hi = pd.to_numeric(df[hi_c], errors="coerce").to_numpy(float) if hi_c else np.full_like(est, np.nan)
+        err = np.nan_to_num(np.clip(np.vstack([est - lo, hi - est]), 0, None))
+        ax.bar(range(len(est)), np.nan_to_num(est), yerr=err, capsize=3,
+               color=[f"C{i % 10}" for i in range(len(est))])
+        ax.set_xticks(range(len(est)), labels, rotation=45, ha="right", fontsize="small")
+        ax.set_title(m)
+    fig.suptitle(title)
+    return fig
+
+
+def line_plot(df: pd.DataFrame, x: str, y: str, *, hue: str | None = None, title: str = "", xlabel: str = "",
+              ylabel: str = "", hlines: Sequence[float] = (), vlines: Sequence[float] = (),
+              logy: bool = False) -> Figure:
+    """``y`` against ``x``, one line per ``hue`` level (value names in circumplex order), with guide lines."""
+    _require(df, [x, y] + ([hue] if hue else []), f"line plot of {y}")
+    fig, ax = new_figure(6.5, 3.8)
+    groups = [(None, df)] if hue is None else list(df.groupby(hue, sort=False))
+    if hue is not None and _canon_or_none([g for g, _ in groups]) is not None:
+        groups.sort(key=lambda g: VALUES.index(canonical(str(g[0]))))
+    for i, (name, sub) in enumerate(groups):
+        sub = sub.sort_values(x)
+        ax.plot(sub[x], sub[y], marker=".", color=f"C{i % 10}", label=None if name is None else _label(str(name)))
+    for h in hlines:
+        ax.axhline(h, ls="--", color="grey", lw=1)
+    for v in vlines:
+        ax.axvline(v, ls=":", color="grey", lw=1)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(title=title, xlabel=xlabel or x, ylabel=ylabel or y)
+    if hue is not None:
+        ax.legend(fontsize="x-small", ncols=2)
+    return fig
+
+
+def layer_histogram(counts: pd.DataFrame, *, title: str = "Value neurons per layer") -> Figure:
+    """Stacked bars of neuron counts per layer, one colour per set; relative depth on the top axis.
+
+    ``counts``: columns set, layer, count (and optionally relative_depth = layer / (n_layers - 1)).
+    """
+    df = _require(counts, ["set", "layer", "count"], "layer counts")
+    wide = df.pivot_table(index="layer", columns="set", values="count", aggfunc="sum", fill_value=0, sort=False)
+    wide = wide.sort_index()
+    if _canon_or_none(wide.columns) is not None:  # value sets in circumplex order
+        wide = wide[sorted(wide.columns, key=lambda c: VALUES.index(canonical(str(c))))]
+    fig, ax = new_figure(7.0, 3.8)
+    bottom = np.zeros(len(wide))
+    for i, s in enumerate(wide.columns):
+        ax.bar(wide.index, wide[s].to_numpy(float), bottom=bottom, label=str(s), color=f"C{i % 10}")
+        bottom += wide[s].to_numpy(float)
+    ax.set(title=title, xlabel="layer", ylabel="neurons")
+    ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if "relative_depth" in df and (df["layer"] > 0).any():
+        nz = df[df["layer"] > 0]
+        ratio = float((nz["relative_depth"] / nz["layer"]).median())
+        if math.isfinite(ratio) and ratio > 0:
+            top = ax.secondary_xaxis("top", functions=(lambda v: v * ratio, lambda v: v / ratio))
+            top.set_xlabel("relative depth")
+    return fig
+
+
+def probe_accuracy_curves(df: pd.DataFrame, *, threshold: float = 0.9,
+                          title: str = "Probe accuracy per layer") -> Figure:
+    """Per-value probe accuracy against layer; selected layers marked, the ``threshold`` dashed."""
+    _require(df, ["value", "layer", "accuracy"], "probe accuracy")
+    fig = line_plot(df, "layer", "accuracy", hue="value", title=title, hlines=[threshold])
+    ax = fig.axes[0]
+    if "selected" in df:
+        sel = df[df["selected"].astype(str).str.lower().isin(["true", "1", "1.0"])]
+        ax.scatter(sel["layer"], sel["accuracy"], s=50, facecolors="none", edgecolors="black", zorder=3,
+                   label="selected")
+        ax.legend(fontsize="x-small", ncols=2)
+    return fig
+
+
+def effect_vs_factor(df: pd.DataFrame, *, control: str = "random_neurons", panel: str = "target",
+                     title: str = "Effect vs scaling factor") -> Figure:
+    """Effect (estimate with CI) against factor, one panel per ``panel`` level (rows: metrics).
+
+    Rows whose method is ``control`` form a band: the envelope of their CIs at each factor, with
+    their mean estimate dashed. Other methods are lines with error bars (duplicates averaged).
+    """
+    cols = ["method", "factor", "estimate", "ci_low", "ci_high"]
+    df = _require(df, cols, "effect vs factor").copy()
+    df["_panel"] = df[panel].astype(str) if panel in df else "all"
+    df["_metric"] = df["metric"].astype(str) if "metric" in df else "effect"
+    panels, metrics = list(dict.fromkeys(df["_panel"])), list(dict.fromkeys(df["_metric"]))
+    fig, axes = new_figure(3.2 * len(panels) + 0.5, 2.8 * len(metrics) + 0.4, len(metrics), len(panels),
+                           grid=True)
+    for r, m in enumerate(metrics):
+        for c, p in enumerate(panels):
+            ax, sub = axes[r][c], df[(df["_metric"] == m) & (df["_panel"] == p)]
+            ctrl = sub[sub["method"] == control].groupby("factor").agg(
+                lo=("ci_low", "min"), hi=("ci_high", "max"), est=("estimate", "mean")).sort_index()
+            factors = sorted(sub["factor"].unique())
+            width = 0.06 * ((factors[-1] - factors[0]) if len(factors) > 1 else max(abs(factors[0]), 1.0))
+            if len(ctrl) == 1:  # one factor: widen the band so that it shows
+                ctrl = pd.concat([ctrl.set_axis(ctrl.index - 2 * width), ctrl.set_axis(ctrl.index + 2 * width)])
+            if len(ctrl):
+                ax.fill_between(ctrl.index, ctrl["lo"], ctrl["hi"], color="grey", alpha=0.3, label=control)
+                ax.plot(ctrl.index, ctrl["est"], ls="--", color="grey")
+            others = list(sub[sub["method"] != control].groupby("method", sort=False))
+            for i, (meth, g) in enumerate(others):
+                g = g.groupby("factor")[["estimate", "ci_low", "ci_high"]].mean().sort_index()
+                err = np.clip(np.vstack([g["estimate"] - g["ci_low"], g["ci_high"] - g["estimate"]]), 0, None)
+                x = g.index + (i - (len(others) - 1) / 2) * width / max(1, len(others) - 1)  # dodge
+                ax.errorbar(x, g["estimate"], yerr=np.nan_to_num(err), marker="o", capsize=3,
+                            color=f"C{i % 10}", label=str(meth))
+            ax.axhline(0, color="black", lw=0.6)
+            ax.set_title(f"{p}" if len(metrics) == 1 else f"{p}: {m}", fontsize="small")
+            ax.set_xlabel("factor")
+            if c == 0:
+                ax.set_ylabel(m)
+            if r == 0 and c == 0:
+                ax.legend(fontsize="x-small")
+    fig.suptitle(title)
+    return fig
+
+
+def circumplex_scatter(df: pd.DataFrame, *, angles: Mapping[str, float] | None = None, r2: float | None = None,
+                       title: str = "Circumplex: PCA of value vectors vs theory") -> Figure:
+    """Measured 2-D positions (value, x, y) against the theoretical circle.
+
+    Theory points come from columns theory_x/theory_y when present, else from ``angles``
+    (degrees; default equal angles) via :func:`mechvalue.values.circle_coordinates`.
+    """
+    _require(df, ["value", "x", "y"], "circumplex coordinates")
+    names = [canonical(str(v)) for v in df["value"]]
+    if "theory_x" in df and "theory_y" in df:
+        theory = dict(zip(names, zip(df["theory_x"], df["theory_y"])))
+    else:
+        theory = dict(zip(VALUES, circle_coordinates(dict(angles) if angles else None)))
+    fig, ax = new_figure(5.5, 5.5)
+    ax.add_patch(Circle((0, 0), 1.0, fill=False, ls="--", color="grey"))
+    for i, (v, x, y) in enumerate(zip(names, df["x"], df["y"])):
+        tx, ty = theory[v]
+        ax.plot([x, tx], [y, ty], color="lightgrey", lw=0.8, zorder=1)
+        ax.scatter([tx], [ty], facecolors="none", edgecolors="grey", s=40, zorder=2)
+        ax.scatter([x], [y], color=f"C{i % 10}", s=45, zorder=3)
+        ax.annotate(_label(v), (x, y), textcoords="offset points", xytext=(4, 4), fontsize="small")
+    lim = 1.15 * max(1.0, float(np.nanmax(np.abs(df[["x", "y"]].to_numpy(float)))))
+    ax.set(xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal", xlabel="PC1 (aligned)", ylabel="PC2 (aligned)")
+    ax.set_title(title + (f"\nProcrustes R² = {r2:.2f}" if r2 is not None and math.isfinite(r2) else ""),
+                 fontsize="medium")
+    return fig
+
+
+def neuron_class_scatter(df: pd.DataFrame, *, facet: str | None = None, max_points: int = 4000,
+                         title: str = "Neurons in the shared/unique plane") -> Figure:
+    """Neuron projections (x = shared axis, y = intrinsic-unique axis) coloured by class; one panel per ``facet``."""
+    _require(df, ["x", "y", "class"] + ([facet] if facet else []), "neuron classes")
+    levels = list(dict.fromkeys(df[facet])) if facet else [None]
+    if facet and _canon_or_none(levels) is not None:
+        levels.sort(key=lambda v: VALUES.index(canonical(str(v))))
+    ncols = min(5, len(levels))
+    nrows = math.ceil(len(levels) / ncols)
+    fig, axes = new_figure(2.8 * ncols + 0.5, 2.8 * nrows + 0.5, nrows, ncols, grid=True)
+    for k, ax in enumerate(np.ravel(axes)):
+        if k >= len(levels):
+            ax.set_axis_off()
+            continue
+        sub = df if facet is None else df[df[facet] == levels[k]]
+        if len(sub) > max_points:
+            sub = sub.sample(max_points, random_state=0)
+        for cls, g in sub.groupby("class", sort=False):
+            ax.scatter(g["x"], g["y"], s=6, alpha=0.7, color=CLASS_COLORS.get(str(cls), "C9"), label=str(cls))
+        for dx, dy in ((1, 0), (0, 1), (0, -1)):  # u_shared, u_int, u_prompt anchors
+            ax.axline((0, 0), (dx, dy), color="black", lw=0.5, ls=":")
+        ax.set_title(str(_label(str(levels[k]))) if facet else "", fontsize="small")
+        ax.set_aspect("equal", adjustable="datalim")
+        if k == 0:
+            ax.legend(fontsize="x-small", markerscale=2)
+    fig.supxlabel("shared axis")
+    fig.supylabel("unique axis (+ intrinsic, - prompted)")
+    fig.suptitle(title)
+    return fig
+
+
+def class_count_bars(df: pd.DataFrame, *, classes: Sequence[str] = ("shared", "intrinsic", "prompted"),
+                     title: str = "Neuron classes per value (summed over layers)") -> Figure:
+    """Stacked bars of neuron-class counts per value (columns value and the class names)."""
+    _require(df, ["value", *classes], "class counts")
+    g = df.assign(value=[canonical(str(v)) for v in df["value"]]).groupby("value")[list(classes)].sum()
+    g = g.reindex([v for v in VALUES if v in g.index])
+    fig, ax = new_figure(6.5, 3.6)
+    bottom = np.zeros(len(g))
+    for c in classes:
+        ax.bar([_label(v) for v in g.index], g[c], bottom=bottom, label=c, color=CLASS_COLORS.get(c))
+        bottom += g[c].to_numpy(float)
+    ax.set(title=title, ylabel="neurons")
+    ax.legend(fontsize="x-small")
+    return fig
+
+
+# ------------------------------------------------------------------ token views
+
+def _token_arrays(tokens: Sequence[str], activations) -> tuple[list[str], np.ndarray]:
+    acts = np.asarray(activations.detach().cpu() if hasattr(activations, "detach") else activations, float)
+    acts = acts.reshape(-1) if acts.ndim > 1 and max(acts.shape) == acts.size else acts
+    tokens = [str(t) for t in tokens]
+    if acts.ndim != 1 or len(acts) != len(tokens):
+        raise MechvalueError(f"tokens and activations differ: {len(tokens)} tokens, activations of shape "
+                             f"{np.shape(acts)}")
+    return tokens, acts
+
+
+def neuron_activation_view(tokens: Sequence[str], activations, **kwargs):
+    """circuitsvis ``colored_tokens`` view of one neuron's activations (renders in notebooks)."""
+    from circuitsvis.tokens import colored_tokens
+
+    tokens, acts = _token_arrays(tokens, activations)
+    return colored_tokens(tokens, [float(a) for a in np.nan_to_num(acts)], **kwargs)
+
+
+def tokens_html(tokens: Sequence[str], activations, *, max_abs: float | None = None, mark: int | None = None) -> str:
+    """Tokens as inline-styled ``<span>``s, red for positive and blue for negative activation.
+
+    Self-contained HTML (no JavaScript); each span's tooltip shows its activation. ``max_abs``
+    fixes the colour scale (default: the largest absolute activation); token ``mark`` is outlined.
+    """
+    tokens, acts = _token_arrays(tokens, activations)
+    finite = np.abs(acts[np.isfinite(acts)])
+    scale = float(max_abs) if max_abs else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+    spans = []
+    for i, (tok, a) in enumerate(zip(tokens, acts)):
+        text = html.escape(tok).replace("\n", "⏎")
+        outline = ";outline:1px solid #000" if i == mark else ""
+        if not np.isfinite(a):
+            spans.append(f'<span class="tok" style="{outline[1:]}" title="nan">{text}</span>')
+            continue
+        rgb = "220,38,38" if a >= 0 else "37,99,235"
+        style = f"background:rgba({rgb},{min(1.0, abs(a) / scale):.2f}){outline}"
+        spans.append(f'<span class="tok" style="{style}" title="{a:.3g}">{text}</span>')
+    return '<span class="tokens" style="white-space:pre-wrap;font-family:monospace">' + "".join(spans) + "</span>"
