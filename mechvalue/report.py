@@ -1,29 +1,21 @@
-"""One self-contained HTML report of a run folder, and a headless-browser check of it.
+"""One self-contained HTML report of a run folder.
 
 :func:`build_report` reads a run folder (no model needed) and writes ``report.html``: inline CSS,
 figures embedded as base64 PNG (also saved to ``figures/``), no JavaScript and no external
 resource. Sections that have no files are skipped with a short note; a file that cannot be
 rendered gives a visible problem note instead of aborting the report.
 
-:func:`check_in_browser` loads a page in headless Chromium over the DevTools protocol (stdlib
-only, ``--remote-debugging-pipe``) and returns its console errors, uncaught exceptions, error
-log entries and requests to external URLs; it can save a full-page screenshot.
+The paper anchors live in :mod:`mechvalue.anchors` and the headless-browser check in
+:mod:`mechvalue.browser`; :func:`anchor_table`, :data:`ANCHORS`, :func:`check_in_browser` and
+:func:`find_chromium` are re-exported here.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
-import os
 import re
-import select
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,8 +23,21 @@ import pandas as pd
 
 from . import viz
 from ._io import atomic_path, write_text_atomic
+from ._report_io import (
+    _DUAL_TYPES,
+    _RENDER_ERRORS,
+    _EmptyTable,
+    _esc,
+    _num,
+    _on_target,
+    _read_csv,
+    _read_json,
+)
+from .anchors import ANCHORS, anchor_table
+from .browser import check_in_browser, find_chromium
 from .errors import MechvalueError
-from .values import ADJACENT_PAIRS, OPPOSITE_PAIRS, canonical
+
+__all__ = ["ANCHORS", "anchor_table", "build_report", "check_in_browser", "find_chromium"]
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:1em auto;padding:0 1em;color:#222}
 h1{margin-bottom:.2em}h2{border-bottom:2px solid #ccc;padding-top:.6em}nav a{margin-right:1em}
@@ -42,20 +47,6 @@ text-align:left}th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}fig
 border-radius:6px;padding:.5em 1em;margin:.6em 0}.ex{margin:.3em 0;line-height:1.7}.max{color:#555;font-size:.8em;
 margin-right:.6em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:6px}"""
-_RENDER_ERRORS = (MechvalueError, ValueError, KeyError, TypeError, OSError)
-_DUAL_TYPES = ("intrinsic", "prompted", "intrinsic_perp", "prompted_perp")
-
-
-def _esc(x) -> str:
-    return html.escape(str(x))
-
-
-def _num(x, fmt: str = ".3f") -> str:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return _esc(x)
-    return "–" if not math.isfinite(x) else format(x, fmt)
 
 
 def _duration(seconds: float) -> str:
@@ -110,34 +101,6 @@ class _Page:
         self.guard(f"figure {name}", run)
 
 
-class _EmptyTable(MechvalueError):
-    """A table file that exists but has no rows (e.g. nothing was selected)."""
-
-
-def _read_csv(run_dir: Path, rel: str) -> pd.DataFrame | None:
-    """The CSV at ``run_dir/rel``, or None when it does not exist; :class:`_EmptyTable` when it has no rows."""
-    path = run_dir / rel
-    if not path.exists():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError as exc:
-        raise _EmptyTable(f"{rel}: empty file") from exc
-    if df.empty:
-        raise _EmptyTable(f"{rel}: no rows")
-    return df
-
-
-def _read_json(run_dir: Path, rel: str):
-    path = run_dir / rel
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MechvalueError(f"{rel} is not valid JSON ({exc})") from exc
-
-
 def _csv_or_note(page: _Page, rel: str, optional: bool = False) -> pd.DataFrame | None:
     """The CSV, or None with a note (missing; none when ``optional``) or a problem note (unreadable)."""
     try:
@@ -150,15 +113,6 @@ def _csv_or_note(page: _Page, rel: str, optional: bool = False) -> pd.DataFrame 
         return None
     if df is None and not optional:
         page.note(f"{rel}: not in this run.")
-    return df
-
-
-def _on_target(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose value is their target (all rows when there are none)."""
-    if "value" in df and "target" in df:
-        same = df[df["value"].astype(str) == df["target"].astype(str)]
-        if len(same):
-            return same
     return df
 
 
@@ -381,138 +335,6 @@ def _results(page: _Page, limit: int = 300) -> None:
     page.add("</details>")
 
 
-# ------------------------------------------------------------------ anchors
-
-def _pick(df: pd.DataFrame, method: str, col: str) -> float:
-    row = df[df["method"] == method]
-    return float(row[col].iloc[0]) if len(row) and col in row else math.nan
-
-
-def _dual_by_type(run_dir: Path, names: tuple[str, ...]) -> str | None:
-    df = _read_csv(run_dir, "dual/steering.csv")
-    if df is None:
-        return None
-    met = df["metric"].astype(str).str.lower().str.replace("-", "_")
-    sub = _on_target(df[met.isin(names)])
-    if sub.empty:
-        return None
-    means = sub.groupby(sub["vector_type"].astype(str).str.lower())["estimate"].mean()
-    return " / ".join(_num(means.get(t), "+.3f") for t in _DUAL_TYPES)
-
-
-def _anchor_values(run_dir: Path) -> dict[str, Callable[[], str | None]]:
-    """Our number for each anchor key (functions; None when the run lacks the table)."""
-    def summary():
-        return _read_csv(run_dir, "steering/summary.csv")
-
-    def structure(key, fmt=".2f"):
-        s = _read_json(run_dir, "dual/structure.json")
-        return None if s is None or key not in s else _num(s[key], fmt)
-
-    def vl_fraction():
-        df = _read_csv(run_dir, "valuelocate/fraction_vs_tau.csv")
-        if df is None:
-            return None
-        r = df.iloc[(df["tau"] - 0.03).abs().argmin()]
-        return f"{100 * r['fraction']:.2f}% at τ = {r['tau']:g}"
-
-    def vl_depth():
-        df = _read_csv(run_dir, "valuelocate/layer_counts.csv")
-        if df is None:
-            return None
-        tot = df.groupby("layer")["count"].sum()
-        return (f"mean relative depth {(df['relative_depth'] * df['count']).sum() / df['count'].sum():.2f}; "
-                f"peak layer {tot.idxmax()}")
-
-    def vl_causal():
-        df = _read_csv(run_dir, "valuelocate/causal.csv")
-        if df is None:
-            return None
-        df = _on_target(df)
-        df = df[(df["factor"] == df["factor"].max()) & (df["metric"] == df["metric"].iloc[0])]
-        est = df.groupby("method")["estimate"].mean()
-        return (f"{df['metric'].iloc[0]} at factor {df['factor'].iloc[0]:g}: ValueLocate "
-                f"{_num(est.get('valuelocate'), '+.3f')} vs random {_num(est.get('random_neurons'), '+.3f')}")
-
-    def conva_csr():
-        s = summary()
-        if s is None:
-            return None
-        c, b = _pick(s, "conva", "control_success"), _pick(s, "base", "control_success")
-        rel = f"{100 * (c - b) / b:+.1f}% relative, " if b else ""
-        return f"{_num(c)} vs base {_num(b)} ({rel}{c - b:+.3f} absolute)"
-
-    def conva_mmlu():
-        s = summary()
-        return None if s is None else " / ".join(_num(_pick(s, m, "mmlu")) for m in ("base", "conva", "conva_nogate"))
-
-    def conva_cos():
-        df = _read_csv(run_dir, "conva/cosine_matrix.csv")
-        if df is None:
-            return None
-        m = viz.as_matrix(df, "conva/cosine_matrix.csv")
-        mean = lambda pairs: sum(m.loc[canonical(a), canonical(b)] for a, b in pairs) / len(pairs)  # noqa: E731
-        return f"adjacent pairs {mean(ADJACENT_PAIRS):+.2f} vs opposite pairs {mean(OPPOSITE_PAIRS):+.2f}"
-
-    def neva_vs(other, cols=("control_success", "nlr", "mmlu")):
-        s = summary()
-        if s is None:
-            return None
-        return "; ".join(f"{c} {_num(_pick(s, 'neva', c))} vs {_num(_pick(s, other, c))}" for c in cols if c in s)
-
-    def dual_norm():
-        df = _read_csv(run_dir, "dual/cosines.csv")
-        if df is None:
-            return None
-        s = _read_json(run_dir, "dual/structure.json") or {}
-        if s.get("layer") in set(df["layer"]):
-            df = df[df["layer"] == s["layer"]]
-        col = df["retained_norm_prompted_perp"]
-        return f"{col.min():.0%}–{col.max():.0%} across values"
-
-    return {
-        "vl_fraction": vl_fraction, "vl_depth": vl_depth, "vl_causal": vl_causal,
-        "conva_csr": conva_csr, "conva_mmlu": conva_mmlu, "conva_cos": conva_cos,
-        "neva_conva": lambda: neva_vs("conva"), "neva_random": lambda: neva_vs("random_neurons", ("control_success",)),
-        "dual_pvq": lambda: _dual_by_type(run_dir, ("questionnaire", "pvq", "delta_questionnaire")),
-        "dual_distinct": lambda: _dual_by_type(run_dir, ("distinct_2", "distinct2")),
-        "dual_delta": lambda: structure("delta_share", ".0%"), "dual_norm": dual_norm,
-        "dual_r2": lambda: structure("r2"),
-    }
-
-
-ANCHORS = (  # (key, method, anchor, paper value), from methods.md §8
-    ("vl_fraction", "ValueLocate", "share of value neurons", "< 0.4% of FFN neurons at τ = 0.03"),
-    ("vl_depth", "ValueLocate", "where they sit", "around layer 15 (relative depth ≈ 0.35–0.55)"),
-    ("vl_causal", "ValueLocate", "scaling shifts value scores", "shift; beats other locators (qualitative)"),
-    ("conva_csr", "ConVA", "control success vs base", "+29.6% (relative; Llama-2-7b-chat)"),
-    ("conva_mmlu", "ConVA", "MMLU base / gated / no gate", "0.476 / 0.455 / 0.272"),
-    ("conva_cos", "ConVA", "value-vector cosines", "mirror Schwartz groups (qualitative)"),
-    ("neva_conva", "NeVA", "NeVA vs ConVA", "higher CSR, lower NLR, smaller MMLU drop (qualitative)"),
-    ("neva_random", "NeVA", "NeVA vs random neurons", "NeVA neurons ≫ random neurons (qualitative)"),
-    ("dual_pvq", "Dual", "PVQ gain: intrinsic / prompted / int⊥ / prompt⊥", "+1.74 / +2.21 / +0.47 / +1.62"),
-    ("dual_distinct", "Dual", "Distinct-2: intrinsic / prompted / int⊥ / prompt⊥", "0.362 / 0.342 / 0.402 / 0.203"),
-    ("dual_delta", "Dual", "variance of δ_s explained by δ̄", "48–68%"),
-    ("dual_norm", "Dual", "norm kept by prompted⊥intrinsic", "32–73%"),
-    ("dual_r2", "Dual", "circumplex Procrustes R²", "≈ 0.6–0.7"),
-)
-
-
-def anchor_table(run_dir: str | Path) -> pd.DataFrame:
-    """Paper anchors (methods.md §8) next to this run's numbers: columns method, anchor, paper, ours."""
-    run_dir, rows = Path(run_dir), []
-    fns = _anchor_values(run_dir)
-    for key, method, anchor, paper in ANCHORS:
-        try:
-            ours = fns[key]()
-        except _EmptyTable as exc:
-            ours = str(exc)
-        except _RENDER_ERRORS as exc:
-            ours = f"error: {exc}"
-        rows.append((method, anchor, paper, "not in this run" if ours is None else ours))
-    return pd.DataFrame(rows, columns=["method", "anchor", "paper", "ours"])
-
-
 # ------------------------------------------------------------------ the page
 
 def build_report(run_dir: str | Path) -> Path:
@@ -544,163 +366,3 @@ def build_report(run_dir: str | Path) -> Path:
     out = run_dir / "report.html"
     write_text_atomic(out, doc)
     return out
-
-
-# ------------------------------------------------------------------ headless browser check
-
-def find_chromium() -> str | None:
-    """Path of a Chromium/Chrome binary: ``$MECHVALUE_CHROMIUM`` or the first on PATH; None if absent."""
-    env = os.environ.get("MECHVALUE_CHROMIUM")
-    if env:
-        return env if Path(env).exists() else None
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-class _Cdp:
-    """Chrome DevTools protocol over the NUL-delimited JSON pipe (fds 3 and 4 of the browser)."""
-
-    def __init__(self, wfd: int, rfd: int, deadline: float):
-        self.wfd, self.rfd, self.deadline, self.buf, self.next_id = wfd, rfd, deadline, b"", 0
-        self.events: list[dict] = []
-
-    def _read(self, until: float) -> dict | None:
-        while b"\0" not in self.buf:
-            ready, _, _ = select.select([self.rfd], [], [], max(0.0, until - time.monotonic()))
-            if not ready:
-                return None
-            chunk = os.read(self.rfd, 1 << 20)
-            if not chunk:
-                raise MechvalueError("chromium closed the DevTools pipe (it exited)")
-            self.buf += chunk
-        msg, self.buf = self.buf.split(b"\0", 1)
-        return json.loads(msg)
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        self.next_id += 1
-        msg = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        try:
-            os.write(self.wfd, json.dumps(msg).encode() + b"\0")
-        except OSError as exc:
-            raise MechvalueError(f"chromium closed the DevTools pipe (it exited): {exc}") from exc
-        while True:
-            reply = self._read(self.deadline)
-            if reply is None:
-                raise MechvalueError(f"chromium did not answer {method} in time")
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise MechvalueError(f"chromium: {method} failed: {reply['error']}")
-                return reply.get("result", {})
-            self.events.append(reply)
-
-    def pump(self, seconds: float, stop: Callable[[dict], bool] = lambda m: False) -> None:
-        """Collect events for ``seconds`` (or until ``stop(event)``)."""
-        until = min(self.deadline, time.monotonic() + seconds)
-        while (msg := self._read(until)) is not None:
-            self.events.append(msg)
-            if stop(msg):
-                return
-
-
-def _event_error(msg: dict) -> str | None:
-    """A readable problem for a DevTools event, or None."""
-    p, method = msg.get("params") or {}, msg.get("method")
-    if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-        return "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
-    if method == "Runtime.exceptionThrown":
-        d = p.get("exceptionDetails") or {}
-        return "uncaught exception: " + str((d.get("exception") or {}).get("description") or d.get("text"))
-    if method == "Log.entryAdded" and (p.get("entry") or {}).get("level") == "error":
-        e = p["entry"]
-        return f"log error: {e.get('text')} {e.get('url', '')}".strip()
-    if method == "Network.requestWillBeSent":
-        url = (p.get("request") or {}).get("url", "")
-        if url.split(":", 1)[0] not in ("file", "data", "about", "blob", "chrome"):
-            return f"external request: {url}"
-    return None
-
-
-def check_in_browser(html_path: str | Path, screenshot_path: str | Path | None = None, *,
-                     chromium: str | None = None, timeout: float = 60.0, settle: float = 0.5,
-                     width: int = 1280) -> list[str]:
-    """Load ``html_path`` in headless Chromium; return its console errors (empty list = clean).
-
-    Also reported: uncaught exceptions, error log entries (e.g. failed loads) and requests to
-    non-file/data URLs. Saves a full-page PNG screenshot (height capped at 16,000 px) when
-    ``screenshot_path`` is given. Raises MechvalueError when no browser is found or it fails.
-    """
-    html_path = Path(html_path).resolve()
-    if not html_path.exists():
-        raise MechvalueError(f"{html_path} does not exist")
-    exe = chromium or find_chromium()
-    if exe is None:
-        raise MechvalueError("no Chromium found: install it (apt-get install chromium) or set MECHVALUE_CHROMIUM")
-    import fcntl
-
-    to_browser, from_browser = os.pipe(), os.pipe()
-
-    def child_fds():  # the browser reads commands on fd 3 and writes replies on fd 4
-        r = fcntl.fcntl(to_browser[0], fcntl.F_DUPFD, 10)
-        w = fcntl.fcntl(from_browser[1], fcntl.F_DUPFD, 10)
-        os.dup2(r, 3)
-        os.dup2(w, 4)
-
-    with tempfile.TemporaryDirectory(prefix="mechvalue-chromium-") as profile, tempfile.TemporaryFile() as log:
-        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--hide-scrollbars", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                "--remote-debugging-pipe", "about:blank"]
-        proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=log, preexec_fn=child_fds,
-                                close_fds=False, start_new_session=True)
-        os.close(to_browser[0])
-        os.close(from_browser[1])
-        cdp = _Cdp(to_browser[1], from_browser[0], time.monotonic() + timeout)
-        try:
-            target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-            sid = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for method in ("Runtime.enable", "Log.enable", "Network.enable", "Page.enable"):
-                cdp.call(method, session=sid)
-            cdp.call("Emulation.setDeviceMetricsOverride",
-                     {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}, sid)
-            nav = cdp.call("Page.navigate", {"url": html_path.as_uri()}, sid)
-            if nav.get("errorText"):
-                raise MechvalueError(f"chromium could not open {html_path}: {nav['errorText']}")
-            cdp.pump(timeout, stop=lambda m: m.get("method") == "Page.loadEventFired")
-            cdp.pump(settle)
-            if screenshot_path is not None:
-                size = cdp.call("Page.getLayoutMetrics", session=sid)
-                size = size.get("cssContentSize") or size["contentSize"]
-                clip = {"x": 0, "y": 0, "width": max(1, min(size["width"], 4000)),
-                        "height": max(1, min(size["height"], 16000)), "scale": 1}
-                shot = cdp.call("Page.captureScreenshot",
-                                {"format": "png", "clip": clip, "captureBeyondViewport": True}, sid)
-                with atomic_path(screenshot_path) as tmp:
-                    tmp.write_bytes(base64.b64decode(shot["data"]))
-            cdp.pump(0.05)
-        except MechvalueError as exc:
-            log.seek(0)
-            tail = log.read().decode(errors="replace")[-1500:]
-            raise MechvalueError(f"{exc}; chromium output: {tail}") from exc
-        finally:
-            try:
-                cdp.deadline = time.monotonic() + 5
-                cdp.call("Browser.close")
-            except (MechvalueError, OSError):
-                pass
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            try:  # helpers of this browser (its own session) that outlived it
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            os.close(to_browser[1])
-            os.close(from_browser[0])
-    return [e for e in map(_event_error, cdp.events) if e]

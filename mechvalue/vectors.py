@@ -223,3 +223,60 @@ def random_directions(like: Float[Tensor, "... d"], n: int, *, seed: int = 0) ->
     g = torch.Generator().manual_seed(seed)
     r = torch.randn(n, like.shape[0], generator=g)
     return r / r.norm(dim=1, keepdim=True) * like.norm()
+
+
+@dataclass
+class PairDecomposition:
+    """Orthogonalisation of (intrinsic, prompted) vector pairs, batched over leading axes (methods.md §5.5).
+
+    Attributes:
+        intrinsic_perp: ``[..., d]`` ``v_int ⊥ v_prompt``; prompted_perp: ``[..., d]`` ``v_prompt ⊥ v_int``.
+        cos: ``[...]`` cosine of the pair; retained_prompted / retained_intrinsic: ``[...]`` the norm
+        share each vector keeps after removing the other (``|v_prompt⊥int| / |v_prompt|``...).
+        NaN where a vector is zero.
+    """
+
+    intrinsic_perp: Float[Tensor, "... d"]
+    prompted_perp: Float[Tensor, "... d"]
+    cos: Float[Tensor, "..."]
+    retained_prompted: Float[Tensor, "..."]
+    retained_intrinsic: Float[Tensor, "..."]
+
+
+def pair_decomposition(v_int: Float[Tensor, "... d"], v_prompt: Float[Tensor, "... d"]) -> PairDecomposition:
+    """Both orthogonalisations, the cosine and the retained-norm shares of many pairs at once."""
+    a, b = torch.as_tensor(v_int).float(), torch.as_tensor(v_prompt).float()
+    if a.shape != b.shape or a.ndim == 0:
+        raise MechvalueError(f"pair_decomposition needs vectors of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    ab, aa, bb = (a * b).sum(-1), (a * a).sum(-1), (b * b).sum(-1)
+    int_perp = a - torch.where(bb > 0, ab / bb, torch.zeros_like(ab))[..., None] * b
+    prompt_perp = b - torch.where(aa > 0, ab / aa, torch.zeros_like(ab))[..., None] * a
+    nan = torch.full_like(ab, float("nan"))
+    cos = torch.where((aa > 0) & (bb > 0), ab / (aa * bb).sqrt(), nan)
+    ret_p = torch.where(bb > 0, prompt_perp.norm(dim=-1) / bb.sqrt(), nan)
+    ret_i = torch.where(aa > 0, int_perp.norm(dim=-1) / aa.sqrt(), nan)
+    return PairDecomposition(int_perp, prompt_perp, cos, ret_p, ret_i)
+
+
+def cosine_matrix(x: Float[Tensor, "n d"]) -> Float[Tensor, "n n"]:
+    """Pairwise cosines of the rows of ``x`` (NaN for a zero row)."""
+    x = _check_2d(x, "x")
+    norm = x.norm(dim=1, keepdim=True)
+    u = x / torch.where(norm > 0, norm, torch.full_like(norm, float("nan")))
+    return u @ u.T
+
+
+def procrustes_align(points: Float[np.ndarray, "n k"], target: Float[np.ndarray, "n k"]) -> Float[np.ndarray, "n k"]:
+    """``points`` moved onto ``target`` (translation, rotation/reflection, uniform scale), in target's frame.
+
+    The same fit as ``scipy.spatial.procrustes`` (so ``1 - SS_res / SS_tot`` of the result against
+    ``target`` equals :func:`circumplex_fit`'s R²), but returned in the target's units for plotting.
+    """
+    from scipy.spatial import procrustes
+
+    p, t = np.asarray(points, dtype=float), np.asarray(target, dtype=float)
+    if p.shape != t.shape or p.ndim != 2 or p.shape[0] < 2:
+        raise MechvalueError(f"procrustes_align needs two [n, k] arrays (n >= 2), got {p.shape} and {t.shape}")
+    _, aligned, _ = procrustes(t, p)
+    tc = t - t.mean(0)
+    return aligned * np.linalg.norm(tc) + t.mean(0)

@@ -5,201 +5,50 @@ no global state); :func:`save_figure` writes a PNG atomically. Value axes follow
 order :data:`mechvalue.values.VALUES` whenever the labels are the ten values. Bad inputs (missing
 columns, wrong shapes, unknown value names) raise :class:`~mechvalue.errors.MechvalueError`.
 
-Token views: :func:`neuron_activation_view` (circuitsvis, for notebooks) and :func:`tokens_html`
-(self-contained colored spans, no JavaScript, used by the report).
+This module holds the charts and re-exports the rest, so every name is importable from here:
+figure plumbing and :func:`as_matrix` (:mod:`mechvalue.viz_base`), heatmaps
+(:mod:`mechvalue.viz_heatmaps`) and the token views :func:`neuron_activation_view` (circuitsvis,
+for notebooks) and :func:`tokens_html` (self-contained colored spans, no JavaScript, used by the
+report) (:mod:`mechvalue.viz_tokens`).
 """
 
 from __future__ import annotations
 
-import html
-import io
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Circle, Rectangle
+from matplotlib.patches import Circle
 
-from ._io import atomic_path
 from .errors import MechvalueError
-from .values import CODES, VALUES, canonical, circle_coordinates
+from .values import VALUES, canonical, circle_coordinates
+from .viz_base import (
+    CI_COLUMNS,
+    SUMMARY_METRICS,
+    _canon_or_none,
+    _label,
+    _require,
+    as_matrix,
+    ci_columns,
+    figure_png,
+    new_figure,
+    save_figure,
+    summary_metrics,
+)
+from .viz_heatmaps import cosine_heatmap, leakage_heatmap, matrix_heatmap, nglr_heatmap
+from .viz_tokens import neuron_activation_view, tokens_html
 
-#: short CI column names of some metrics in ``steering/summary.csv``; ``<metric>_ci_low``/``_ci_high`` always work
-CI_COLUMNS = {"control_success": ("cs_ci_low", "cs_ci_high"), "perplexity": ("ppl_ci_low", "ppl_ci_high")}
-#: metrics shown by default, in this order, when a summary has them
-SUMMARY_METRICS = ("control_success", "judged", "judged_gain", "dilemma_gain", "dilemma_win", "nlr", "perplexity",
-                   "mmlu", "distinct_2")
+__all__ = [
+    "CI_COLUMNS", "CLASS_COLORS", "SUMMARY_METRICS", "as_matrix", "ci_columns", "circumplex_scatter",
+    "class_count_bars", "cosine_heatmap", "effect_vs_factor", "figure_png", "layer_histogram", "leakage_heatmap",
+    "line_plot", "matrix_heatmap", "method_comparison_bars", "neuron_activation_view", "neuron_class_scatter",
+    "new_figure", "nglr_heatmap", "probe_accuracy_curves", "radar_chart", "save_figure", "summary_metrics",
+    "tokens_html",
+]
+
 CLASS_COLORS = {"shared": "#7b3294", "intrinsic": "#1a9641", "prompted": "#e66101", "unassigned": "#bbbbbb"}
-
-
-# ------------------------------------------------------------------ helpers
-
-def new_figure(width: float = 6.0, height: float = 4.0, nrows: int = 1, ncols: int = 1, *, grid: bool = False,
-               **subplot_kw):
-    """A Figure with an Agg canvas and its axes: one Axes, or (``grid=True``) an ``nrows x ncols`` array."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, subplot_kw=subplot_kw or None)
-    return fig, (axes if grid else axes[0, 0])
-
-
-def figure_png(fig: Figure, dpi: int = 110) -> bytes:
-    """PNG bytes of ``fig``."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` as a PNG at ``path`` atomically; returns the path."""
-    path = Path(path)
-    data = figure_png(fig, dpi)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return path
-
-
-def _require(df: pd.DataFrame, columns: Sequence[str], what: str) -> pd.DataFrame:
-    if not isinstance(df, pd.DataFrame):
-        raise MechvalueError(f"{what}: expected a DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise MechvalueError(f"{what}: missing column(s) {missing} (columns: {list(df.columns)})")
-    if df.empty:
-        raise MechvalueError(f"{what}: no rows")
-    return df
-
-
-def ci_columns(df: pd.DataFrame, metric: str) -> tuple[str | None, str | None]:
-    """The (low, high) CI columns of ``metric`` in ``df`` (``<metric>_ci_low`` or a :data:`CI_COLUMNS` alias)."""
-    for lo, hi in ((f"{metric}_ci_low", f"{metric}_ci_high"), CI_COLUMNS.get(metric, ("", ""))):
-        if lo in df and hi in df:
-            return lo, hi
-    return None, None
-
-
-def summary_metrics(df: pd.DataFrame) -> list[str]:
-    """Metric columns of a wide summary: :data:`SUMMARY_METRICS` first, then any column with CI columns."""
-    extra = [c for c in df.columns if c not in SUMMARY_METRICS and ci_columns(df, c)[0] is not None]
-    return [m for m in (*SUMMARY_METRICS, *extra) if m in df.columns]
-
-
-def _canon_or_none(labels: Sequence) -> list[str] | None:
-    """Canonical value names for ``labels``, or None when any label is not a value."""
-    try:
-        return [canonical(str(x)) for x in labels]
-    except MechvalueError:
-        return None
-
-
-def _label(name: str) -> str:
-    return CODES.get(name, str(name))
-
-
-def as_matrix(data, what: str = "matrix", rows: Sequence[str] | None = None,
-              columns: Sequence[str] | None = None) -> pd.DataFrame:
-    """A labelled numeric matrix from a DataFrame (index or a first text column as row labels) or an array.
-
-    Value names among the labels are canonicalised and put in circumplex order.
-    """
-    if isinstance(data, pd.DataFrame):
-        df = data.copy()
-        if len(df.columns) and not pd.api.types.is_numeric_dtype(df[df.columns[0]]):
-            df = df.set_index(df.columns[0])
-    else:
-        arr = np.asarray(data.detach().cpu() if hasattr(data, "detach") else data, dtype=float)
-        if arr.ndim != 2:
-            raise MechvalueError(f"{what}: expected a 2-D matrix, got shape {arr.shape}")
-        rows = list(rows) if rows is not None else (list(VALUES) if arr.shape[0] == len(VALUES) else None)
-        columns = list(columns) if columns is not None else (list(VALUES) if arr.shape[1] == len(VALUES) else None)
-        if rows is None or columns is None or (len(rows), len(columns)) != arr.shape:
-            raise MechvalueError(f"{what}: shape {arr.shape} needs row and column labels of matching length")
-        df = pd.DataFrame(arr, index=rows, columns=columns)
-    try:
-        df = df.astype(float)
-    except (TypeError, ValueError) as exc:
-        raise MechvalueError(f"{what}: non-numeric entries ({exc})") from exc
-    if df.shape[0] == 0 or df.shape[1] == 0:
-        raise MechvalueError(f"{what}: empty matrix")
-    for axis in ("index", "columns"):
-        labels = getattr(df, axis)
-        canon = _canon_or_none(labels)
-        if canon is not None:
-            df = df.set_axis(canon, axis=axis)
-            df = df.reindex(**{axis: [v for v in VALUES if v in canon]})
-    return df
-
-
-# ------------------------------------------------------------------ heatmaps
-
-def matrix_heatmap(matrix, *, title: str = "", cmap: str = "viridis", vmin: float | None = None,
-                   vmax: float | None = None, center: float | None = None, annotate: bool = True,
-                   xlabel: str = "", ylabel: str = "", cbar_label: str = "", diagonal: bool = False) -> Figure:
-    """Heatmap of a labelled matrix (see :func:`as_matrix`); ``center`` gives a diverging norm around it."""
-    mat = as_matrix(matrix, title or "matrix")
-    arr = mat.to_numpy()
-    finite = arr[np.isfinite(arr)]
-    lo = float(vmin if vmin is not None else (finite.min() if finite.size else 0.0))
-    hi = float(vmax if vmax is not None else (finite.max() if finite.size else 1.0))
-    norm = None
-    if center is not None:
-        span = max(abs(lo - center), abs(hi - center), 1e-12)
-        norm = TwoSlopeNorm(vcenter=center, vmin=center - span, vmax=center + span)
-    size = 0.5 + 0.45 * max(mat.shape)
-    fig, ax = new_figure(size + 1.5, 0.5 + 0.45 * mat.shape[0] + 0.8)
-    cm = matplotlib.colormaps[cmap].with_extremes(bad="#dddddd")
-    im = ax.imshow(np.ma.masked_invalid(arr), cmap=cm, norm=norm, vmin=None if norm else lo,
-                   vmax=None if norm else hi, aspect="auto")
-    ax.set_xticks(range(mat.shape[1]), [_label(c) for c in mat.columns], rotation=45, ha="right")
-    ax.set_yticks(range(mat.shape[0]), [_label(r) for r in mat.index])
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
-    if annotate and arr.size <= 400:
-        for (i, j), x in np.ndenumerate(arr):
-            if np.isfinite(x):
-                ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=6.5)
-    if diagonal:
-        for i, r in enumerate(mat.index):
-            if r in list(mat.columns):
-                j = list(mat.columns).index(r)
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=1.5, ec="black"))
-    fig.colorbar(im, ax=ax, label=cbar_label, shrink=0.8)
-    return fig
-
-
-def leakage_heatmap(matrix, *, title: str = "Leakage: score change of each value when steering a target",
-                    annotate: bool = True) -> Figure:
-    """Target x value matrix of score changes (rows: targets, columns: the ten values), diverging at 0."""
-    mat = as_matrix(matrix, "leakage matrix")
-    if set(mat.columns) != set(VALUES) or not set(mat.index) <= set(VALUES):
-        raise MechvalueError(f"leakage matrix: columns must be the ten values and rows targets among them, got "
-                             f"rows {list(mat.index)} and columns {list(mat.columns)}")
-    return matrix_heatmap(mat, title=title, cmap="RdBu_r", center=0.0, annotate=annotate, xlabel="value",
-                          ylabel="steered target", cbar_label="score change", diagonal=True)
-
-
-def nglr_heatmap(matrix, *, kind: str = "target_group", title: str | None = None) -> Figure:
-    """NGLR heatmap: ``kind="target_group"`` (rows targets, diverging around 1 = uniform) or ``"group_group"``."""
-    if kind == "target_group":
-        return matrix_heatmap(matrix, title=title or "NGLR target -> group (1 = uniform)", cmap="PuOr_r",
-                              center=1.0, xlabel="group", ylabel="target", cbar_label="NGLR")
-    if kind == "group_group":
-        return matrix_heatmap(matrix, title=title or "NGLR group -> group", cmap="viridis",
-                              xlabel="leaks into group", ylabel="steered group", cbar_label="NGLR")
-    raise MechvalueError(f"nglr_heatmap: kind={kind!r}; use 'target_group' or 'group_group'")
-
-
-def cosine_heatmap(matrix, *, title: str = "Cosine similarity of value vectors") -> Figure:
-    """Square cosine matrix on a fixed [-1, 1] diverging scale."""
-    mat = as_matrix(matrix, "cosine matrix")
-    if mat.shape[0] != mat.shape[1] or list(mat.index) != list(mat.columns):
-        raise MechvalueError(f"cosine matrix: must be square with the same row and column labels, got "
-                             f"{list(mat.index)} x {list(mat.columns)}")
-    return matrix_heatmap(mat, title=title, cmap="RdBu_r", vmin=-1.0, vmax=1.0, center=0.0, cbar_label="cosine")
 
 
 # ------------------------------------------------------------------ charts
@@ -465,45 +314,3 @@ def class_count_bars(df: pd.DataFrame, *, classes: Sequence[str] = ("shared", "i
     ax.set(title=title, ylabel="neurons")
     ax.legend(fontsize="x-small")
     return fig
-
-
-# ------------------------------------------------------------------ token views
-
-def _token_arrays(tokens: Sequence[str], activations) -> tuple[list[str], np.ndarray]:
-    acts = np.asarray(activations.detach().cpu() if hasattr(activations, "detach") else activations, float)
-    acts = acts.reshape(-1) if acts.ndim > 1 and max(acts.shape) == acts.size else acts
-    tokens = [str(t) for t in tokens]
-    if acts.ndim != 1 or len(acts) != len(tokens):
-        raise MechvalueError(f"tokens and activations differ: {len(tokens)} tokens, activations of shape "
-                             f"{np.shape(acts)}")
-    return tokens, acts
-
-
-def neuron_activation_view(tokens: Sequence[str], activations, **kwargs):
-    """circuitsvis ``colored_tokens`` view of one neuron's activations (renders in notebooks)."""
-    from circuitsvis.tokens import colored_tokens
-
-    tokens, acts = _token_arrays(tokens, activations)
-    return colored_tokens(tokens, [float(a) for a in np.nan_to_num(acts)], **kwargs)
-
-
-def tokens_html(tokens: Sequence[str], activations, *, max_abs: float | None = None, mark: int | None = None) -> str:
-    """Tokens as inline-styled ``<span>``s, red for positive and blue for negative activation.
-
-    Self-contained HTML (no JavaScript); each span's tooltip shows its activation. ``max_abs``
-    fixes the colour scale (default: the largest absolute activation); token ``mark`` is outlined.
-    """
-    tokens, acts = _token_arrays(tokens, activations)
-    finite = np.abs(acts[np.isfinite(acts)])
-    scale = float(max_abs) if max_abs else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
-    spans = []
-    for i, (tok, a) in enumerate(zip(tokens, acts)):
-        text = html.escape(tok).replace("\n", "⏎")
-        outline = ";outline:1px solid #000" if i == mark else ""
-        if not np.isfinite(a):
-            spans.append(f'<span class="tok" style="{outline[1:]}" title="nan">{text}</span>')
-            continue
-        rgb = "220,38,38" if a >= 0 else "37,99,235"
-        style = f"background:rgba({rgb},{min(1.0, abs(a) / scale):.2f}){outline}"
-        spans.append(f'<span class="tok" style="{style}" title="{a:.3g}">{text}</span>')
-    return '<span class="tokens" style="white-space:pre-wrap;font-family:monospace">' + "".join(spans) + "</span>"

@@ -1,4 +1,4 @@
-"""The HTML report of a synthetic run folder, and the headless-browser check (skipped without Chromium)."""
+"""The HTML report of a synthetic run folder, checked in a headless browser (skipped without Chromium)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mechvalue import report
+from mechvalue import anchors, browser, report
 from mechvalue.errors import MechvalueError
 from mechvalue.values import GROUP_SETS, VALUES
 
@@ -168,19 +168,6 @@ def test_report_is_self_contained(built):
     assert "<link" not in page.lower() and "@import" not in page
 
 
-def test_anchor_table_uses_our_numbers(built):
-    run, _ = built
-    table = report.anchor_table(run)
-    assert len(table) == len(report.ANCHORS)
-    ours = dict(zip(table["anchor"], table["ours"]))
-    assert ours["share of value neurons"] == "0.30% at τ = 0.03"
-    assert ours["circumplex Procrustes R²"] == "0.65"
-    assert ours["variance of δ_s explained by δ̄"] == "55%"
-    assert ours["PVQ gain: intrinsic / prompted / int⊥ / prompt⊥"].count("/") == 3
-    assert "vs random +" in ours["scaling shifts value scores"] or "vs random -" in ours["scaling shifts value scores"]
-    assert not any(str(v).startswith(("error", "not in")) for v in table["ours"])
-
-
 def test_missing_and_broken_files_give_notes(tmp_path):
     run = make_synthetic_run(tmp_path / "run")
     for rel in ("dual", "audits", "conva/cosine_matrix.csv"):
@@ -212,51 +199,28 @@ def test_minimal_and_absent_runs(tmp_path):
     assert "config.json: not in this run." in page and "steering/summary.csv: not in this run." in page
 
 
+def test_moved_names_are_reexported():
+    assert report.anchor_table is anchors.anchor_table and report.ANCHORS is anchors.ANCHORS
+    assert report.check_in_browser is browser.check_in_browser
+    assert report.find_chromium is browser.find_chromium
+
+
 # ------------------------------------------------------------------ real headless browser
 
-needs_chromium = pytest.mark.skipif(report.find_chromium() is None,
+needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
                                     reason="no Chromium on this machine (apt-get install chromium)")
-
-
-@needs_chromium
-def test_browser_catches_planted_console_error(tmp_path):
-    bad = tmp_path / "bad.html"
-    bad.write_text('<html><body>hi<script>console.error("planted-x")</script>'
-                   '<script>throw new Error("planted-boom")</script></body></html>')
-    errors = report.check_in_browser(bad)
-    assert any("console.error" in e and "planted-x" in e for e in errors), errors
-    assert any("uncaught exception" in e and "planted-boom" in e for e in errors), errors
-    clean = tmp_path / "clean.html"
-    clean.write_text("<html><body><p>fine</p><script>console.log('ok')</script></body></html>")
-    assert report.check_in_browser(clean) == []
-
-
-@needs_chromium
-def test_browser_flags_external_resources(tmp_path):
-    page = tmp_path / "ext.html"
-    page.write_text('<html><body><img src="https://example.invalid/x.png"></body></html>')
-    errors = report.check_in_browser(page)
-    assert any(e.startswith("external request: https://example.invalid/x.png") for e in errors), errors
 
 
 @needs_chromium
 def test_report_loads_cleanly_in_browser(built):
     run, path = built
     shot = run / "report_screenshot.png"
-    errors = report.check_in_browser(path, shot)
+    errors = browser.check_in_browser(path, shot)
     assert errors == []
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width == 1280 and height > 2000  # the full page, not just the viewport
-
-
-def test_browser_check_errors_clearly(tmp_path):
-    with pytest.raises(MechvalueError, match="does not exist"):
-        report.check_in_browser(tmp_path / "missing.html")
-    (tmp_path / "p.html").write_text("<p>x</p>")
-    with pytest.raises(MechvalueError):
-        report.check_in_browser(tmp_path / "p.html", chromium="/bin/false", timeout=10)
 
 
 def test_report_reads_the_study_tables(tmp_path):

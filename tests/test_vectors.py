@@ -114,3 +114,40 @@ def test_random_directions_match_norm():
     r = random_directions(v, 5, seed=0)
     assert r.shape == (5, 2) and torch.allclose(r.norm(dim=1), torch.full((5,), 5.0))
     assert not torch.equal(r, random_directions(v, 5, seed=1))
+
+
+def test_pair_decomposition_batched_planted():
+    from mechvalue.vectors import pair_decomposition
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 4, 16, generator=g), torch.randn(3, 4, 16, generator=g)
+    p = pair_decomposition(a, b)
+    assert p.intrinsic_perp.shape == (3, 4, 16) and p.cos.shape == (3, 4)
+    assert torch.allclose(p.intrinsic_perp[1, 2], orthogonalize(a[1, 2], b[1, 2]), atol=1e-6)
+    assert torch.allclose((p.prompted_perp * a).sum(-1), torch.zeros(3, 4), atol=1e-5)
+    assert torch.allclose(p.cos, cosine(a, b), atol=1e-6)
+    assert torch.allclose(p.retained_prompted, (1 - p.cos ** 2).sqrt(), atol=1e-5)
+    z = pair_decomposition(torch.zeros(8), torch.ones(8))  # an empty vector: NaN shares, nothing removed
+    assert torch.isnan(z.cos) and torch.isnan(z.retained_intrinsic) and torch.equal(z.prompted_perp, torch.ones(8))
+    with pytest.raises(MechvalueError, match="one shape"):
+        pair_decomposition(torch.zeros(8), torch.zeros(7))
+
+
+def test_cosine_matrix_and_procrustes_align_match_circumplex_fit():
+    from mechvalue.vectors import cosine_matrix, procrustes_align
+
+    x = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])
+    m = cosine_matrix(x)
+    assert torch.allclose(m, torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 1.0]]))
+    target = np.array(circle_coordinates())
+    theta = 0.7
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    g = np.random.default_rng(0)
+    points = 5 * target @ rot.T * np.array([1, -1]) + 3 + 0.1 * g.standard_normal(target.shape)  # reflected too
+    aligned = procrustes_align(points, target)
+    assert np.abs(aligned - target).max() < 0.1
+    r2 = 1 - ((aligned - target) ** 2).sum() / ((target - target.mean(0)) ** 2).sum()
+    axes = torch.tensor(np.c_[points, np.zeros((10, 3))], dtype=torch.float32)
+    assert r2 == pytest.approx(circumplex_fit(axes, target, n_permutations=10)["r2"], abs=1e-3)
+    with pytest.raises(MechvalueError, match="procrustes_align"):
+        procrustes_align(points[:, :1], target)

@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from matplotlib.figure import Figure
 
 from mechvalue import viz
 from mechvalue.errors import MechvalueError
-from mechvalue.values import CODES, GROUP_SETS, VALUES
+from mechvalue.values import CODES, VALUES
 
 RNG = np.random.default_rng(0)
 
@@ -19,69 +17,12 @@ def _tick_labels(ax, axis="x"):
     return [t.get_text() for t in (ax.get_xticklabels() if axis == "x" else ax.get_yticklabels())]
 
 
-def _matrix(rows, cols, lo=-1.0, hi=1.0, first="target"):
-    df = pd.DataFrame(RNG.uniform(lo, hi, (len(rows), len(cols))), columns=list(cols))
-    df.insert(0, first, list(rows))
-    return df
-
-
 def test_save_figure_writes_png(tmp_path):
     fig, ax = viz.new_figure()
     ax.plot([0, 1], [0, 1])
     path = viz.save_figure(fig, tmp_path / "sub" / "f.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list((tmp_path / "sub").glob(".*tmp"))
-
-
-def test_leakage_heatmap_orders_circumplex_and_centres_zero():
-    shuffled = list(reversed(VALUES))
-    df = _matrix(shuffled, shuffled, lo=-0.2, hi=0.6)
-    fig = viz.leakage_heatmap(df)
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    assert _tick_labels(ax, "x") == [CODES[v] for v in VALUES]
-    assert _tick_labels(ax, "y") == [CODES[v] for v in VALUES]
-    im = ax.images[0]
-    assert im.norm.vcenter == 0.0 and im.norm.vmin == -im.norm.vmax
-    assert len(ax.patches) == 10  # diagonal boxes
-    assert len(fig.axes) == 2  # colorbar
-
-
-def test_leakage_heatmap_accepts_array_and_tensor():
-    arr = RNG.normal(size=(10, 10))
-    assert isinstance(viz.leakage_heatmap(arr), Figure)
-    assert isinstance(viz.leakage_heatmap(torch.tensor(arr)), Figure)
-
-
-def test_leakage_heatmap_bad_shapes():
-    with pytest.raises(MechvalueError, match="2-D"):
-        viz.leakage_heatmap(np.zeros(10))
-    with pytest.raises(MechvalueError, match="labels"):
-        viz.leakage_heatmap(np.zeros((3, 4)))
-    with pytest.raises(MechvalueError, match="ten values"):
-        viz.leakage_heatmap(_matrix(VALUES, VALUES[:7]))
-    with pytest.raises(MechvalueError, match="non-numeric"):
-        viz.leakage_heatmap(pd.DataFrame({"target": ["power"], **{v: ["x"] for v in VALUES}}))
-
-
-def test_nglr_heatmaps():
-    groups = list(GROUP_SETS["HO4"])
-    tg = viz.nglr_heatmap(_matrix(VALUES, groups, 0, 2), kind="target_group")
-    assert _tick_labels(tg.axes[0], "x") == groups
-    assert tg.axes[0].images[0].norm.vcenter == 1.0
-    gg = viz.nglr_heatmap(_matrix(groups, groups, 0, 2, first="group"), kind="group_group")
-    assert _tick_labels(gg.axes[0], "y") == groups
-    with pytest.raises(MechvalueError, match="kind"):
-        viz.nglr_heatmap(_matrix(groups, groups), kind="diagonal")
-
-
-def test_cosine_heatmap_fixed_scale_and_square_check():
-    m = RNG.uniform(-1, 1, (10, 10))
-    fig = viz.cosine_heatmap(pd.DataFrame(m, index=VALUES, columns=VALUES))
-    norm = fig.axes[0].images[0].norm
-    assert (norm.vmin, norm.vmax) == (-1.0, 1.0)
-    with pytest.raises(MechvalueError, match="square"):
-        viz.cosine_heatmap(pd.DataFrame(m[:, :4], index=VALUES, columns=VALUES[:4]))
 
 
 def test_radar_chart_one_polygon_per_method():
@@ -230,19 +171,14 @@ def test_line_plot_and_class_count_bars():
     assert [p.get_height() for p in ax.containers[0]] == [2, 4]
 
 
-def test_tokens_html_escapes_and_colours():
-    out = viz.tokens_html(["<b>", " good", "\n", "bad"], [1.0, 0.5, 0.0, -1.0])
-    assert "&lt;b&gt;" in out and "<b>" not in out
-    assert "rgba(220,38,38,1.00)" in out and "rgba(220,38,38,0.50)" in out and "rgba(37,99,235,1.00)" in out
-    assert "⏎" in out and "<script" not in out
-    assert viz.tokens_html(["a"], torch.tensor([[2.0]]), max_abs=4.0).count("0.50") == 1
-    assert viz.tokens_html(["a", "b"], [0.0, 1.0], mark=1).count("outline") == 1
-    with pytest.raises(MechvalueError, match="2 tokens"):
-        viz.tokens_html(["a", "b"], [1.0, 2.0, 3.0])
+def test_split_modules_are_reexported():
+    from mechvalue import viz_base, viz_heatmaps, viz_tokens
 
-
-def test_neuron_activation_view_is_circuitsvis():
-    view = viz.neuron_activation_view(["a", " b"], np.array([0.1, 0.9]))
-    assert "ColoredTokens" in str(view)
-    with pytest.raises(MechvalueError, match="differ"):
-        viz.neuron_activation_view(["a"], [1.0, 2.0])
+    for mod in (viz_base, viz_heatmaps, viz_tokens):
+        for name in dir(mod):
+            obj = getattr(mod, name)
+            if not name.startswith("_") and getattr(obj, "__module__", None) == mod.__name__:
+                assert getattr(viz, name) is obj, name
+    for name in ("CI_COLUMNS", "SUMMARY_METRICS", "as_matrix", "tokens_html", "neuron_activation_view",
+                 "matrix_heatmap", "leakage_heatmap", "nglr_heatmap", "cosine_heatmap"):
+        assert name in viz.__all__ and hasattr(viz, name), name

@@ -75,7 +75,9 @@ class DualConfig:
 
     ``layer`` (None: ``n_layers // 2``) is where neurons are classified and vectors steer;
     ``layers`` (None: all) where vectors are extracted. ``steer_values`` (None: every value of
-    the run) get causal tests. ``alpha`` set skips the MMLU calibration over ``alphas``.
+    the run) are candidates for causal tests, in that order; the first ``max_steer`` (None: all)
+    with defined vectors are tested. ``alpha`` set skips the MMLU calibration over ``alphas``.
+    ``top_frac`` is 5% rather than methods.md's 1%: 1% of SmolLM2's 1,536 neurons leaves 1-5 per class.
     """
 
     n_queries: int = 12
@@ -89,10 +91,11 @@ class DualConfig:
     contrast: str = "within"
     min_group: int = 2
     normalize_axes: bool = True
-    top_frac: float = 0.01
+    top_frac: float = 0.05
     max_angle: float = 30.0
     signed: bool = True
-    steer_values: tuple[str, ...] | None = ("benevolence", "power")
+    steer_values: tuple[str, ...] | None = ("benevolence", "achievement", "universalism", "power")
+    max_steer: int | None = 1
     steer_normalize: str = "none"
     alphas: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     alpha: float | None = None
@@ -112,7 +115,9 @@ class DualConfig:
         checks = [(self.n_queries >= 2, "n_queries must be >= 2"), (self.max_new_tokens >= 1, "max_new_tokens >= 1"),
                   (self.contrast in CONTRASTS, f"contrast must be one of {CONTRASTS}"),
                   (self.steer_normalize in NORMALIZE, f"steer_normalize must be one of {NORMALIZE}"),
-                  (self.min_group >= 1, "min_group must be >= 1"), (len(self.alphas) > 0, "alphas is empty"),
+                  (self.min_group >= 1, "min_group must be >= 1"),
+                  (self.max_steer is None or self.max_steer >= 1, "max_steer must be None or >= 1"),
+                  (len(self.alphas) > 0, "alphas is empty"),
                   (all(a > 0 for a in self.alphas), "alphas must be > 0"), (self.n_random >= 0, "n_random >= 0"),
                   (0 < self.max_mmlu_drop < 1, "max_mmlu_drop must be in (0, 1)"),
                   (self.n_items >= 1 and self.n_dilemmas >= 1, "n_items and n_dilemmas must be >= 1")]
@@ -123,7 +128,7 @@ class DualConfig:
     @classmethod
     def quick(cls, **overrides) -> DualConfig:
         """A very small preset for smoke runs (about a minute on SmolLM2 on a CPU)."""
-        base = dict(n_queries=4, max_new_tokens=12, steer_values=("benevolence",), alphas=(2.0, 8.0), n_mmlu=8,
+        base = dict(n_queries=4, max_new_tokens=12, min_group=1, alphas=(2.0, 8.0), n_mmlu=8,
                     n_random=1, n_items=3, n_dilemmas=2, n_diversity=2, diversity_tokens=12, n_permutations=200)
         return cls(**{**base, **overrides})
 
@@ -141,8 +146,10 @@ def _read_jsonl(path: Path) -> list[dict]:
     rows = []
     lines = path.read_text(encoding="utf-8").splitlines()
     for k, line in enumerate(lines):
+        if not line.strip():
+            continue
         try:
-            rows.append(json.loads(line)) if line.strip() else None
+            rows.append(json.loads(line))
         except json.JSONDecodeError as exc:
             if k < len(lines) - 1:
                 raise CorruptFileError(f"{path}:{k + 1}: invalid JSON ({exc.msg}); delete the file") from exc
@@ -351,9 +358,11 @@ def contrast_groups(responses: Sequence[dict], labels: pd.DataFrame, value: str,
     ``condition`` (all prompted vs all intrinsic rows, labels unused); ``"vs_intrinsic"`` starts
     at the second rule.
     """
+    if contrast not in CONTRASTS:
+        raise MechvalueError(f"contrast must be one of {CONTRASTS}, not {contrast!r}")
     pos = {r["id"]: k for k, r in enumerate(responses)}
-    lab = labels[labels.value == value]
-    intr, mine = lab[lab.condition == "intrinsic"], lab[lab.id.str.startswith(f"prompted:{value}|")]
+    lab = labels[(labels.value == value) & labels.id.isin(list(pos))]
+    intr, mine = lab[lab.condition == "intrinsic"], lab[lab.condition == "prompted"]  # prompted: value's own rows
     idx = lambda df: [pos[i] for i in df.id]  # noqa: E731
     big = lambda a, b: len(a) >= min_group and len(b) >= min_group  # noqa: E731
     if condition == "intrinsic":
@@ -502,7 +511,8 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
     vector's norm (per seed and pooled); each neuron class scaled by each beta; ``n_random`` random
     neuron sets of the shared class's size (the largest class's if it is empty), avoiding classified
     neurons. Scores are paired against no intervention on the same items (bootstrap CIs).
-    Distinct-2 and EAD-2 of generations for ``diversity_queries`` under no steering and each type.
+    Corpus-level Distinct-2 and EAD-2 (V = the model's vocabulary size; no CI) of generations for
+    ``diversity_queries`` under no steering and each vector type.
     """
     items = _subset(load_portraits(value), config.n_items, config.seed)
     dilemmas = _subset(load_dilemmas(value), config.n_dilemmas, config.seed)
@@ -561,15 +571,12 @@ def _diversity(model, vecs, value, layer, alpha, config, queries) -> list[dict]:
     texts["base"] = generate(model, prompts, **kw).texts
     for k in VECTOR_TYPES:
         texts[k] = generate(model, prompts, AddVector(layer, vecs[k], alpha, hook=config.hook), **kw).texts
-    vocab = len({g for t in texts.values() for s in t for g in zip(s.lower().split(), s.lower().split()[1:])})
-    rows = []
-    for arm, t in texts.items():
-        for metric, fn in (("distinct_2", lambda s: distinct_n(s, 2)),
-                           ("ead_2", lambda s: ead_n(s, 2, vocab_size=max(1, vocab)))):
-            est, lo, hi = bootstrap_ci(np.arange(len(t)), stat=lambda i, t=t, fn=fn: fn([t[int(k)] for k in i]),
-                                       n_boot=200, seed=config.seed)
-            rows.append(_row(value, metric, est, lo, hi, len(t), arm=arm, vector_type=arm if arm != "base" else None,
-                             alpha=alpha if arm != "base" else 0.0, ead_vocab=vocab))
+    vocab, rows = int(model.cfg.d_vocab), []
+    for arm, t in texts.items():  # corpus-level scores: a bootstrap would duplicate responses (biased), so no CI
+        for metric, est in (("distinct_2", distinct_n(t, 2)), ("ead_2", ead_n(t, 2, vocab_size=vocab))):
+            rows.append(_row(value, metric, est, float("nan"), float("nan"), len(t), arm=arm,
+                             vector_type=arm if arm != "base" else None, alpha=alpha if arm != "base" else 0.0,
+                             ead_vocab=vocab))
     return rows
 
 
@@ -650,9 +657,10 @@ def _mmlu_questions(mmlu, n: int, seed: int) -> list:
     return _subset(list(mmlu), n, seed)
 
 
-def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, vec_fp: str, progress: bool):
+def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, vec_fp: str, used_queries: set[str],
+              progress: bool):
     steer = [v for v in canonical_list(config.steer_values if config.steer_values is not None else values)
-             if v in values and v in vectors.finite_values(layer)]
+             if v in values and v in vectors.finite_values(layer)][:config.max_steer]
     if not steer:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, *STEERING_EXTRAS]), pd.DataFrame()
     questions = _mmlu_questions(mmlu, config.n_mmlu, config.seed)
@@ -678,8 +686,7 @@ def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, v
         cal = {"fingerprint": cal_fp, "alpha": alpha, "source": source, "table": table.to_dict("records")}
         write_json_atomic(cal_path, cal)
     alpha = float(cal["alpha"])
-    used = set(plan["query_id"] for plan in _read_jsonl(out / "responses.jsonl"))
-    pool = [q for q in load_queries() if q.id not in used]
+    pool = [q for q in load_queries() if q.id not in used_queries]  # diversity: queries not used for the vectors
     div = [q.text for q in _subset(pool, config.n_diversity, config.seed + 1)] if config.n_diversity else []
     frames = []
     for v in steer:
@@ -711,11 +718,12 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
     """
     config = config or DualConfig()
     values = [v for v in VALUES if v in canonical_list(values)]
-    clock, seconds = [time.perf_counter()], {}
+    clock, seconds = [time.perf_counter(), time.process_time()], {}
 
     def tick(step: str) -> None:
         seconds[step] = round(time.perf_counter() - clock[0], 2)
-        clock[0] = time.perf_counter()
+        seconds[f"{step}_cpu"] = round(time.process_time() - clock[1], 2)
+        clock[:] = [time.perf_counter(), time.process_time()]
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -765,7 +773,8 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
     tick("structure")
     res["cosine_matrix"] = mats.get("shared", pd.DataFrame(columns=["value"]))
     res["steering"], res["calibration"] = _steering(model, vectors, res["neuron_classes"], values, layer, config,
-                                                    mmlu, out, vec_fp, progress)
+                                                    mmlu, out, vec_fp, {r["query_id"] for r in responses},
+                                                    progress)
     tick("steering")
     res["structure"].update(alpha=float(res["steering"].alpha.dropna().iloc[0]) if len(res["steering"]) else None,
                             judge=judge_name(judge), threshold=threshold, seconds=seconds, **model_meta)
