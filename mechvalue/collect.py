@@ -30,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ._io import load_tensors, save_tensors
-from .errors import CorruptFileError, DataError, HookError
+from .errors import CorruptFileError, DataError, HookError, MechvalueError
 from .hooks import check_hook, check_layers, mlp_hook, resid_hook
 from .models import model_info
 from .prompts import Example, Span, TokenBatch, iter_batches
@@ -303,3 +303,18 @@ def _resume(acc: _Accumulator, path, fingerprint: str) -> int:
             acc.features[fname].append((tensors[f"fidx::{fname}"], tensors[f"fval::{fname}"]))
     acc.n_examples, acc.n_tokens = int(meta["n_examples"]), int(meta["n_tokens"])
     return int(meta["done"])
+
+
+def merge_stats(a: ActivationStats, b: ActivationStats) -> ActivationStats:
+    """Statistics of the union of two disjoint datasets read with the same rule (token-weighted means)."""
+    if a.layers != b.layers:
+        raise MechvalueError(f"cannot merge statistics of layers {a.layers} and {b.layers}")
+    wa, wb = a.n_tokens / max(1, a.n_tokens + b.n_tokens), b.n_tokens / max(1, a.n_tokens + b.n_tokens)
+
+    def mix(x, y):
+        return None if x is None or y is None else wa * x + wb * y
+    feats = {k: torch.cat([a.features[k], b.features[k]]) for k in a.features if k in b.features}
+    return ActivationStats(a.layers, mix(a.resid_mean, b.resid_mean), mix(a.act_prob, b.act_prob),
+                           mix(a.post_mean, b.post_mean), a.n_examples + b.n_examples, a.n_tokens + b.n_tokens,
+                           feats, {**a.meta, "n_examples": a.n_examples + b.n_examples,
+                                   "n_tokens": a.n_tokens + b.n_tokens, "merged": True})

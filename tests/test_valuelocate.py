@@ -90,3 +90,16 @@ def test_config_and_examples():
     assert len(ex) == 5 and all(e.system for e in ex)
     assert all(e.system is None for e in dimension_examples("CONS", ValueLocateConfig(input_mode="question",
                                                                                         max_questions=3)))
+
+
+def test_split_half_null_is_zero_when_halves_agree(planted, monkeypatch):
+    import mechvalue.methods.valuelocate as vl
+
+    monkeypatch.setattr(vl, "dimension_examples", lambda dim, config: _examples(TRIGGERS[dim]))
+    result = locate(planted, ValueLocateConfig(tau=0.03, span="all"), progress=False)
+    for dim, keys in PLANTED.items():  # merged halves give the same sets as one pass
+        assert result.sets[dim].keys() == keys, dim
+    table = result.fraction_vs_tau((0.03,))
+    assert table.fraction.item() == pytest.approx(6 / 72) and table.null_fraction.item() == 0.0
+    assert set(result.null_deltas) == {"openness_to_change|conservation", "self_transcendence|self_enhancement"}
+    assert result.null_deltas["openness_to_change|conservation"].shape == (2, 3, 24)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..collect import ActivationStats, collect
+from ..collect import ActivationStats, collect, merge_stats
 from ..data import load_descriptions, load_scenarios
 from ..errors import MechvalueError
 from ..interventions import ScaleNeurons, SetNeurons
@@ -74,19 +74,28 @@ class ValueLocateResult:
     n_layers: int
     d_mlp: int
     layers: list[int] = field(default_factory=list)
+    null_deltas: dict[str, torch.Tensor] = field(default_factory=dict)  # "A|B" -> [2, layer, d_mlp]
 
     def fraction_selected(self) -> float:
         union = set().union(*(s.keys() for s in self.sets.values()))
         return len(union) / (self.n_layers * self.d_mlp)
 
     def fraction_vs_tau(self, taus=(0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)) -> pd.DataFrame:
+        """Share of all MLP neurons selected (either side, either axis) per tau, and the share the
+        same rule selects from the split-half null (``null_fraction``: chance level) when available."""
         rows = []
+        total = self.n_layers * self.d_mlp
         for tau in taus:
             keys = set()
             for delta in self.deltas.values():
                 a, b = threshold_sets(delta, tau, self.layers)
                 keys |= a.keys() | b.keys()
-            rows.append({"tau": tau, "n_selected": len(keys), "fraction": len(keys) / (self.n_layers * self.d_mlp)})
+            row = {"tau": tau, "n_selected": len(keys), "fraction": len(keys) / total}
+            if self.null_deltas:  # the same union over axes, on each of the two null draws, averaged
+                draws = [torch.stack([(n[d].abs() > tau) for n in self.null_deltas.values()]).any(0).sum()
+                         for d in (0, 1)]
+                row["null_fraction"] = float(sum(draws)) / 2 / total
+            rows.append(row)
         return pd.DataFrame(rows)
 
     def layer_counts(self) -> pd.DataFrame:
@@ -115,22 +124,37 @@ class ValueLocateResult:
 
 def locate(model, config: ValueLocateConfig | None = None, *, stats: dict[str, ActivationStats] | None = None,
            progress: bool = True) -> ValueLocateResult:
-    """Collect activation probabilities per dimension (or reuse ``stats``) and select the value neurons."""
+    """Collect activation probabilities per dimension (or reuse ``stats``) and select the value neurons.
+
+    Each dimension is read in two halves (alternate questions), merged for the statistics; the
+    halves also give a chance-level reference: ``null_deltas[A|B]`` holds
+    ``(p_A1 - p_A2) / sqrt(2)`` (and likewise for B, stacked), whose spread matches that of
+    ``p_A - p_B`` when the two sides do not differ. ``fraction_vs_tau`` reports the share of
+    neurons the same threshold selects from it.
+    """
     config = config or ValueLocateConfig()
     stats = dict(stats or {})
+    null_parts: dict[str, torch.Tensor] = {}
     for a, b in OPPOSING_DIMENSIONS:
         for dim in (a, b):
             if dim not in stats:
-                stats[dim] = collect(model, dimension_examples(dim, config), span=config.span, resid=False,
-                                     batch_size=config.batch_size, desc=f"valuelocate:{dim}", progress=progress)
+                ex = dimension_examples(dim, config)
+                if len(ex) < 2:
+                    raise MechvalueError(f"{dim}: need at least 2 questions, got {len(ex)}")
+                halves = [collect(model, ex[h::2], span=config.span, resid=False, batch_size=config.batch_size,
+                                  desc=f"valuelocate:{dim}:{h + 1}/2", progress=progress) for h in (0, 1)]
+                stats[dim] = merge_stats(*halves)
+                null_parts[dim] = (halves[0].act_prob - halves[1].act_prob) / 2 ** 0.5
     layers = stats[OPPOSING_DIMENSIONS[0][0]].layers
-    deltas, sets = {}, {}
+    deltas, sets, null = {}, {}, {}
     for a, b in OPPOSING_DIMENSIONS:
         delta = activation_prob_delta(stats[a].act_prob, stats[b].act_prob)
         deltas[f"{a}|{b}"] = delta
+        if a in null_parts and b in null_parts:
+            null[f"{a}|{b}"] = torch.stack([null_parts[a], null_parts[b]])  # [2, layer, d_mlp]
         sets[a], sets[b] = threshold_sets(delta, config.tau, layers, names=(a, b), opposite_of=None,
                                           config=asdict(config))
-    return ValueLocateResult(stats, deltas, sets, config, model.cfg.n_layers, model.cfg.d_mlp, layers)
+    return ValueLocateResult(stats, deltas, sets, config, model.cfg.n_layers, model.cfg.d_mlp, layers, null)
 
 
 def manipulation_specs(neurons: NeuronSet, *, mode: str = "static", gamma: float = 2.0, lam: float = 2.0,
