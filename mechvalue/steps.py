@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -183,10 +184,11 @@ def step_dual(run) -> dict:
 # ------------------------------------------------------------------ steering study
 
 def step_steering(run) -> dict:
-    from .data import load_dilemmas, load_queries, load_system_prompts
+    from .data import load_dilemmas, load_system_prompts
     from .methods.conva import P0, ValueVectors
     from .methods.neva import load_probe_pushes
-    from .study import StudyConfig, analyse, build_arms, score_arm
+    from .public_data import format_mmlu_prompt
+    from .study import StudyConfig, analyse, build_arms, prompt_gate, score_arm
 
     cfg = run.cfg
     scfg = StudyConfig.quick() if cfg.quick else StudyConfig()
@@ -198,20 +200,26 @@ def step_steering(run) -> dict:
     folder = run.out / "steering"
     folder.mkdir(parents=True, exist_ok=True)
     rng = random.Random(cfg.seed)
-    queries = [q.text for q in rng.sample(load_queries(), scfg.n_queries)]
     mmlu, mmlu_path = run.mmlu()
     per_target = scfg.n_mmlu // len(cfg.values) if mmlu else 0
     rec_path = folder / "records.jsonl"
     records = [json.loads(line) for line in rec_path.read_text().splitlines()] if rec_path.exists() else []
     have = {(r["arm"], r["target"]) for r in records}
+    gate_rows = []
     for k, v in enumerate(cfg.values):
         vectors = ValueVectors.load(run.out / "conva" / f"vectors_{v}.safetensors", model=run.model)
         neva = run.out / "neva"
         arms = build_arms(v, vectors=vectors, neva=load_probe_pushes(neva / f"edit_{v}.safetensors"),
                           random_neurons=load_probe_pushes(neva / f"edit_random_{v}.safetensors"), judge=run.judge,
                           cfg=scfg, system_prompt=rng.choice(load_system_prompts(v)).text, p0=P0[v])
-        dilemmas = random.Random(cfg.seed + k).sample(load_dilemmas(v), scfg.n_dilemmas)
+        pool = random.Random(cfg.seed + k).sample(load_dilemmas(v), max(scfg.n_dilemmas, scfg.n_queries))
+        dilemmas, queries = pool[:scfg.n_dilemmas], [d.question for d in pool[:scfg.n_queries]]
         mm = mmlu[k * per_target:(k + 1) * per_target] if per_target else None
+        gate = prompt_gate(run.judge, v, scfg.gate_threshold)
+        gate_rows.append({"target": v, "gate_rate_prompts": float(np.mean(gate(queries))),
+                          "gate_rate_dilemmas": float(np.mean(gate([d.question for d in dilemmas]))),
+                          "gate_rate_mmlu": float(np.mean(gate([format_mmlu_prompt(q) for q in mm]))) if mm
+                          else float("nan")})
         for arm, (interventions, system) in arms.items():
             if (arm, v) in have:
                 continue
@@ -223,9 +231,10 @@ def step_steering(run) -> dict:
             records.append(rec)
     tables = analyse(records, cfg.values)
     results = tables.pop("results")
-    _tables(folder, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results})
+    _tables(folder, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results,
+                     "gate_rates": pd.DataFrame(gate_rows)})
     _tables(folder, tables, index=True)
-    return {"queries": queries, "mmlu_source": mmlu_path, "mmlu_per_target": per_target,
+    return {"prompts": "target dilemma questions", "mmlu_source": mmlu_path, "mmlu_per_target": per_target,
             "study": {k: v for k, v in vars(scfg).items()}}
 
 

@@ -4,8 +4,9 @@ For each target value ``t`` and each arm (no edit, a value system prompt, CAA, C
 and with its relevance gate, NeVA, NeVA's edit on matched random neurons) the same items are
 scored:
 
-- judged: greedy generations for a fixed sample of the bundled neutral queries, scored by a
-  judge on all ten values (``[query, value]``): the target column gives control success
+- judged: greedy generations for value-relevant prompts (the questions of a sample of the
+  target's dilemmas, as ConVA evaluates on value-related questions), scored by a judge on all
+  ten values (``[query, value]``): the target column gives control success
   (CSR: score > 0.5 counts as "yes"), the others the leakage row; fluency is the perplexity
   of the generation under the unmodified model, diversity its Distinct-2;
 - judge-free: dilemma preference on the target's dilemmas (log P(value answer) - log
@@ -50,6 +51,7 @@ class StudyConfig:
     mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva", "caa", "neva")
     caa_coefficient: float = 1.0
     gate_threshold: float = 0.5
+    gate_all: bool = False
     batch_size: int = 16
     seed: int = 0
 
@@ -82,27 +84,27 @@ def build_arms(target: str, *, vectors, neva: Sequence, random_neurons: Sequence
 
     ``vectors``: the target's ConVA :class:`~mechvalue.methods.conva.ValueVectors`; ``neva`` and
     ``random_neurons``: NeVA's edit specs on its selected neurons and on matched random ones.
-    CAA, ConVA (gated), NeVA and the random-neuron control share the judge's relevance gate.
+    ConVA runs with and without the judge's relevance gate; CAA, NeVA and the random-neuron
+    control run ungated unless ``cfg.gate_all`` (then behind the same gate as ConVA).
     """
     from .methods.conva import caa, conva
 
     gate = prompt_gate(judge, target, cfg.gate_threshold)
 
-    def with_gate(specs):
-        return lambda m: [s.replace(gate=m) for s in specs]
+    def maybe_gated(specs, name):
+        specs = list(specs)
+        if not cfg.gate_all:
+            return specs
+        return gated(lambda m: [s.replace(gate=m) for s in specs], gate, name)
     return {
         "base": ((), None),
         "prompting": ((), system_prompt),
-        "caa": (gated(lambda m: caa(vectors, cfg.caa_coefficient, gate=m), gate, "caa"), None),
+        "caa": (maybe_gated(caa(vectors, cfg.caa_coefficient), "caa"), None),
         "conva_nogate": (conva(vectors, p0=p0), None),
         "conva": (conva(vectors, p0=p0, gate=gate), None),
-        "neva": (gated(with_gate(list(neva)), gate, "neva"), None),
-        "random_neurons": (gated(with_gate(list(random_neurons)), gate, "random_neurons"), None),
+        "neva": (maybe_gated(neva, "neva"), None),
+        "random_neurons": (maybe_gated(random_neurons, "random_neurons"), None),
     }
-
-
-def _gate_rate(gate, texts: Sequence[str]) -> float:
-    return float(np.mean(gate(list(texts)))) if texts else float("nan")
 
 
 def score_arm(model, arm: str, interventions, system: str | None, *, target: str, queries: Sequence[str], dilemmas,
