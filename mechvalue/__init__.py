@@ -7,6 +7,7 @@ The public API is re-exported here; see the README for a tour. Steered text gene
 from __future__ import annotations
 
 from .collect import ActivationStats, collect
+from .controls import random_like, versus_random
 from .data import (
     ContrastPair,
     Dilemma,
@@ -61,5 +62,5 @@ __all__ = [
     "SystemPrompt", "TokenBatch", "VALUES", "ValueDescription", "WeightProcessing", "canonical", "chat",
     "check_data", "collect", "context_bias", "iter_batches", "load_bridge", "load_descriptions",
     "load_dilemmas", "load_model", "load_pairs", "load_portraits", "load_queries", "load_scenarios",
-    "load_system_prompts", "model_info", "raw", "tokenize",
+    "load_system_prompts", "model_info", "raw", "tokenize", "random_like", "versus_random",
 ]
