@@ -21,7 +21,8 @@ from pathlib import Path
 
 from .errors import CorruptFileError, MechvalueError
 
-RUN_STEPS = ("valuelocate", "conva", "neva", "dual", "steering", "audits", "report")
+#: steps of ``mechvalue run`` (``judge`` also runs by itself before conva/dual/steering when they are asked for)
+RUN_STEPS = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits", "report")
 METHODS = ("conva", "caa", "neva", "prompt")
 #: ``run`` flags a config file may set (type checked), with the same names as the flags
 RUN_KEYS = {"model": str, "values": (str, list), "device": str, "dtype": str, "out": str, "seed": int,
@@ -506,10 +507,18 @@ def cmd_show(args) -> None:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptFileError(f"{cfg_path}: not valid JSON ({exc})") from exc
     print(f"run: {run}")
-    for k, v in (cfg.items() if isinstance(cfg, dict) else [("config", cfg)]):
-        if isinstance(v, list) and len(v) > 8:
-            v = v[:8] + [f"... {len(v) - 8} more"]
-        print(f"  {k}: {json.dumps(v, default=str)}")
+
+    def show(obj: dict, indent: str) -> None:
+        for k, v in obj.items():
+            if isinstance(v, dict) and v and len(indent) < 6:
+                print(f"{indent}{k}:")
+                show(v, indent + "  ")
+                continue
+            if isinstance(v, list) and len(v) > 8:
+                v = v[:8] + [f"... {len(v) - 8} more"]
+            print(f"{indent}{k}: {json.dumps(v, default=str)}")
+
+    show(cfg if isinstance(cfg, dict) else {"config": cfg}, "  ")
     shown = 0
     for rel in ("summary.csv", "steering/summary.csv", "valuelocate/fraction_vs_tau.csv"):
         if (run / rel).is_file():

@@ -107,3 +107,9 @@ def test_best_window_fallback_when_no_layer_passes():
     assert none.selected == [] and none.meta["selection"] == "threshold"
     with pytest.raises(MechvalueError, match="features must be"):
         fit_value_vectors(feats[:, :5], 8, 4, value="power", layers=[0, 1], n_layers=8)
+
+
+def test_best_window_on_a_model_shallower_than_the_exclusion():
+    from mechvalue.methods.conva import best_window
+
+    assert best_window([0.6, 0.7, 0.8], 3, width=3, exclude_last=5) == [0]

@@ -87,3 +87,14 @@ def test_probe_push_edit_lands_at_p0(probes):
         edit_specs(probes, sets["power"], p0=1.2)
     with pytest.raises(MechvalueError):
         edit_specs(probes, sets["power"], rule="magic")
+
+
+def test_a_value_whose_probes_keep_nothing_gets_an_empty_set_not_an_error(probes):
+    import dataclasses
+
+    zeroed = dataclasses.replace(probes, weights={**probes.weights, "power": torch.zeros_like(probes.weights["power"])})
+    with pytest.warns(UserWarning, match="kept no neuron"):
+        sets = select_neurons(zeroed, budget=1, lam=1.0)
+    assert len(sets["power"]) == 0 and sets["power"].meta["empty"]
+    assert sets["benevolence"].keys() == set(PLANT["benevolence"])
+    assert edit_specs(zeroed, sets["power"]) == []

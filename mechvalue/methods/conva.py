@@ -90,10 +90,9 @@ def best_window(accuracy: Sequence[float], n_layers: int, *, width: int = 3, exc
     Not the authors' rule (their 7B probes pass 0.9); a small model's may not, so the caller records
     ``selection="best_window"``.
     """
-    last = n_layers - 1 - exclude_last
+    last = max(0, n_layers - 1 - exclude_last)  # a model shallower than the exclusion keeps its first layer
     acc = [a if a == a else -1.0 for a in accuracy]  # NaN (layer not probed) never wins
-    if last + 1 < width:
-        raise MechvalueError(f"cannot choose {width} layers among {last + 1} allowed")
+    width = min(width, last + 1)
     start = max(range(last - width + 2), key=lambda s: sum(acc[s:s + width]))
     return list(range(start, start + width))
 

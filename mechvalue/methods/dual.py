@@ -75,8 +75,8 @@ class DualConfig:
 
     ``layer`` (None: ``n_layers // 2``) is where neurons are classified and vectors steer;
     ``layers`` (None: all) where vectors are extracted. ``steer_values`` (None: every value of
-    the run) are candidates for causal tests, in that order; the first ``max_steer`` (None: all)
-    with defined vectors are tested. ``alpha`` set skips the MMLU calibration over ``alphas``.
+    the run) are the preferred values for causal tests, then the run's other values; the first
+    ``max_steer`` (None: all) with defined vectors are tested. ``alpha`` set skips the MMLU calibration over ``alphas``.
     ``top_frac`` is 5% rather than methods.md's 1%: 1% of SmolLM2's 1,536 neurons leaves 1-5 per class.
     """
 
@@ -127,9 +127,9 @@ class DualConfig:
 
     @classmethod
     def quick(cls, **overrides) -> DualConfig:
-        """A very small preset for smoke runs (about a minute on SmolLM2 on a CPU)."""
-        base = dict(n_queries=4, max_new_tokens=12, min_group=1, alphas=(2.0, 8.0), n_mmlu=8,
-                    n_random=1, n_items=3, n_dilemmas=2, n_diversity=2, diversity_tokens=12, n_permutations=200)
+        """A very small preset for smoke runs (about a minute of CPU on SmolLM2; no diversity generations)."""
+        base = dict(n_queries=4, max_new_tokens=12, min_group=1, alphas=(4.0,), n_mmlu=4, n_random=1, n_items=2,
+                    n_dilemmas=2, n_diversity=0, n_permutations=200)
         return cls(**{**base, **overrides})
 
 
@@ -659,7 +659,8 @@ def _mmlu_questions(mmlu, n: int, seed: int) -> list:
 
 def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, vec_fp: str, used_queries: set[str],
               progress: bool):
-    steer = [v for v in canonical_list(config.steer_values if config.steer_values is not None else values)
+    prefer = canonical_list(config.steer_values) if config.steer_values is not None else list(values)
+    steer = [v for v in dict.fromkeys([*prefer, *values])
              if v in values and v in vectors.finite_values(layer)][:config.max_steer]
     if not steer:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, *STEERING_EXTRAS]), pd.DataFrame()

@@ -18,6 +18,7 @@ this follows the design of methods.md §4.5-4.6, written to be swapped for the e
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -146,8 +147,12 @@ def select_neurons(probes: NeuronProbes, *, budget: float | int = 0.001, lam: fl
         s = torch.where(w != 0, s, torch.full_like(s, -float("inf")))
         flat = s.reshape(-1)
         kk = min(k, int(torch.isfinite(flat).sum()))
-        if kk == 0:
-            raise MechvalueError(f"{v}: the L1 probes kept no neuron; raise C")
+        if kk == 0:  # an empty set (its edit is a no-op), flagged rather than stopping the other values
+            warnings.warn(f"NeVA: the L1 probes of {v} kept no neuron; raise C", stacklevel=2)
+            empty = torch.zeros(0, dtype=torch.long)
+            out[v] = NeuronSet(empty, empty, torch.zeros(0), empty, v, {"budget": k, "lam": lam,
+                                                                        "rule": "neva_specificity", "empty": True})
+            continue
         top = flat.topk(kk).indices
         lp, idx = top // s.shape[1], top % s.shape[1]
         lay = torch.tensor(probes.layers)[lp]
