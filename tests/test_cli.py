@@ -32,20 +32,6 @@ def test_info(capsys):
     assert "transformer-lens" in capsys.readouterr().out
 
 
-def test_quick_run_writes_and_reuses_its_folder(tmp_path, capsys, smollm):
-    out = tmp_path / "run"
-    assert main(["run", "--quick", "--values", "benevolence,power", "--out", str(out)]) == 0
-    cfg = json.loads((out / "config.json").read_text())
-    assert cfg["values"] == ["benevolence", "power"] and cfg["model"]["model_id"].endswith("SmolLM2-135M-Instruct")
-    files = sorted(p.name for p in (out / "stats").iterdir())
-    assert files == ["intrinsic.safetensors", "prompted_benevolence.safetensors", "prompted_power.safetensors"]
-    first = (out / "summary.csv").read_text()
-    stamp = (out / "stats" / "intrinsic.safetensors").stat().st_mtime_ns
-    assert main(["run", "--quick", "--values", "benevolence,power", "--out", str(out)]) == 0
-    assert (out / "stats" / "intrinsic.safetensors").stat().st_mtime_ns == stamp  # reused, not recomputed
-    assert (out / "summary.csv").read_text() == first
-
-
 # ---------------------------------------------------------------- new commands
 
 COMMANDS = ["run", "locate", "extract", "steer", "evaluate", "audit", "show", "export", "data", "info"]
@@ -229,13 +215,15 @@ def test_show_synthetic_run(tmp_path, capsys):
     (run / "steering").mkdir(parents=True)
     (run / "valuelocate").mkdir()
     (run / "dual").mkdir()
-    (run / "config.json").write_text(json.dumps({"command": "run", "values": ["power"], "ids": list(range(20))}))
+    (run / "config.json").write_text(json.dumps({"command": "run", "values": ["power"], "ids": list(range(20)),
+                                                  "config": {"seed": 3, "dual": {"k": 2}}}))
     (run / "steering/summary.csv").write_text("value,method,delta\npower,conva,0.25\n")
     (run / "valuelocate/fraction_vs_tau.csv").write_text("tau,fraction\n0.03,0.012\n")
     (run / "dual/structure.json").write_text('{"shared_share": 0.4}')
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
     assert '"power"' in out and "... 12 more" in out and "conva" in out and "0.012" in out and "shared_share" in out
+    assert "\n  config:\n    seed: 3\n    dual:\n      k: 2\n" in out
     (run / "config.json").write_text("{oops")
     assert main(["show", str(run)]) == 2
     assert "not valid JSON" in capsys.readouterr().err
