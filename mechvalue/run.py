@@ -30,7 +30,7 @@ from .errors import MechvalueError
 from .values import canonical_list
 
 STEPS = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits", "report")
-QUICK_VALUES = ["self_direction", "power", "benevolence"]
+QUICK_VALUES = ["power", "benevolence"]
 
 
 @dataclass
@@ -79,7 +79,7 @@ class RunConfig:
         if bad:
             raise MechvalueError(f"unknown steps {bad}; choose from {', '.join(STEPS)}")
         if cfg.quick:
-            cfg.vl_max_questions, cfg.vl_n_random, cfg.vl_dilemmas_per_value, cfg.vl_items_per_value = 12, 1, 1, 3
+            cfg.vl_max_questions, cfg.vl_n_random, cfg.vl_dilemmas_per_value, cfg.vl_items_per_value = 8, 1, 1, 2
             cfg.n_audits = 2
             cfg.values = cfg.values or QUICK_VALUES
         cfg.values = canonical_list(cfg.values)

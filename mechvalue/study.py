@@ -44,9 +44,9 @@ ARMS = ("base", "prompting", "caa", "conva_nogate", "conva", "neva", "random_neu
 class StudyConfig:
     """Sizes of the study (defaults fit the 30-minute CPU budget of ``mechvalue run`` on SmolLM2)."""
 
-    n_queries: int = 8
-    max_new_tokens: int = 40
-    n_dilemmas: int = 6
+    n_queries: int = 6
+    max_new_tokens: int = 32
+    n_dilemmas: int = 5
     n_mmlu: int = 80
     mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva", "caa", "neva")
     caa_coefficient: float = 1.0
@@ -57,7 +57,7 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        return cls(n_queries=4, max_new_tokens=24, n_dilemmas=3, n_mmlu=24)
+        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=2, n_mmlu=16)
 
 
 def prompt_gate(judge, value: str, threshold: float) -> Callable[[list[str]], np.ndarray]:

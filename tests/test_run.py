@@ -23,7 +23,7 @@ def test_config_file_fills_defaults_and_flags_win():
     cfg = RunConfig.from_args(_args(config={"values": ["UN", "power"], "vl_tau": 0.05, "seed": 3}, seed=7))
     assert cfg.values == ["universalism", "power"] and cfg.vl_tau == 0.05 and cfg.seed == 7
     quick = RunConfig.from_args(_args(quick=True))
-    assert quick.values == ["self_direction", "power", "benevolence"] and quick.vl_max_questions < 40
+    assert quick.values == ["power", "benevolence"] and quick.vl_max_questions < 40
     assert RunConfig.from_args(_args(steps="conva,report")).steps == ["conva", "report"]
     assert RunConfig.from_args(_args()).values is not None and len(RunConfig.from_args(_args()).values) == 10
 
