@@ -49,6 +49,7 @@ class RunConfig:
     mmlu: str | None = None
     vl_max_questions: int = 40
     vl_tau: float = 0.03
+    vl_causal_tau: float | str = "fdr"
     vl_factor: float = 3.0
     vl_n_random: int = 3
     vl_dilemmas_per_value: int = 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -32,6 +33,7 @@ def step_judge(run) -> dict:
 def step_valuelocate(run) -> dict:
     from .data import load_dilemmas, load_portraits
     from .methods.valuelocate import ValueLocateConfig, baseline_sets, causal_test, locate
+    from .neurons import threshold_sets
 
     cfg = run.cfg
     folder = run.out / "valuelocate"
@@ -39,8 +41,17 @@ def step_valuelocate(run) -> dict:
                                seed=cfg.seed)
     res = locate(run.model, vl_cfg)
     res.save(folder)
+    info = {"fraction_selected": float(res.fraction_selected()), "set_sizes": {k: len(s) for k, s in res.sets.items()}}
     fr = res.fraction_vs_tau()
     _tables(folder, {"fraction_vs_tau": fr, "layer_counts": res.layer_counts()})
+    causal_tau = _causal_tau(fr, cfg.vl_causal_tau)
+    if causal_tau != res.config.tau:  # the causal test on sets that are mostly signal, not chance
+        sets = {}
+        for a, b in OPPOSING_DIMENSIONS:
+            sets[a], sets[b] = threshold_sets(res.deltas[f"{a}|{b}"], causal_tau, res.layers, names=(a, b))
+        res = dataclasses.replace(res, sets=sets, config=dataclasses.replace(res.config, tau=causal_tau))
+        for name, s in sets.items():
+            s.save(folder / f"causal_neurons_{name}.safetensors")
     _tables(folder, {"overlaps": res.overlaps()}, index=True)
     rng = random.Random(cfg.seed)
     dilemmas, items = [], []
@@ -57,11 +68,26 @@ def step_valuelocate(run) -> dict:
                                   baselines={k: s for k, s in baseline_sets(res, a).items()
                                              if k != "random" and not cfg.quick}))
     causal_df = pd.concat(causal, ignore_index=True) if causal else pd.DataFrame()
+    if len(causal_df):
+        causal_df["tau"] = causal_tau
     _tables(folder, {"causal": causal_df})
     at = fr[fr.tau == cfg.vl_tau]
-    return {"fraction_selected": float(res.fraction_selected()),
+    return {**info, "causal_tau": causal_tau, "causal_set_sizes": {k: len(s) for k, s in res.sets.items()},
             "fraction_at_tau": float(at.fraction.iloc[0]) if len(at) else None,
-            "set_sizes": {k: len(s) for k, s in res.sets.items()}, "input_mode": vl_cfg.input_mode}
+            "input_mode": vl_cfg.input_mode}
+
+
+def _causal_tau(fractions: pd.DataFrame, rule: float | str) -> float:
+    """A number, or ``"fdr"``: the smallest tau of the sweep whose chance-level (split-half null)
+    selection is at most a tenth of the real one, i.e. an estimated false-discovery rate <= 10%."""
+    if not isinstance(rule, str):
+        return float(rule)
+    if rule != "fdr":
+        raise MechvalueError(f"vl_causal_tau must be a number or 'fdr', not {rule!r}")
+    if "null_fraction" not in fractions:
+        return float(fractions.tau.iloc[0])
+    ok = fractions[(fractions.fraction > 0) & (fractions.null_fraction <= 0.1 * fractions.fraction)]
+    return float(ok.tau.min() if len(ok) else fractions.tau.max())
 
 
 # ------------------------------------------------------------------ ConVA and NeVA (one pass over the pairs)
