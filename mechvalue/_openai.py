@@ -10,8 +10,11 @@ Judgments are cached in an append-only JSONL file keyed by (judge model, prompt,
 one line per judgment, flushed and fsynced as soon as it is made, so a crash loses at most the requests
 in flight and a rerun pays nothing for what is cached (a torn last line is dropped on open). Requests run
 on ``concurrency`` threads; 429, 5xx, timeouts, connection errors and malformed replies are retried with
-exponential backoff and jitter (Retry-After honoured) within :class:`~mechvalue.generate.ClientConfig`'s
-budgets; replies with no readable label are re-asked ``max_malformed`` times, then score 0.5.
+exponential backoff and jitter (Retry-After honoured) within :class:`ClientConfig`'s budgets; replies
+with no readable label are re-asked ``max_malformed`` times, then score 0.5.
+
+The endpoint settings (:class:`ClientConfig`) and the retry loop (:func:`call_with_retries`) live in
+:mod:`mechvalue._openai_client`, shared with :mod:`mechvalue.generate`.
 """
 
 from __future__ import annotations
@@ -34,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from ._openai_client import ClientConfig, _complete_lines, _GiveUp, _Malformed, call_with_retries
 from .errors import MechvalueError
-from .generate import _FATAL_STATUS, _RETRY_STATUS, ClientConfig
 from .values import DEFINITIONS, DISPLAY, canonical, canonical_list
 
 CSR_PROMPT = (
@@ -64,14 +67,6 @@ class JudgeError(MechvalueError):
     """The judge endpoint cannot be used, or judgments failed after their retry budgets."""
 
 
-class _Malformed(Exception):
-    """A reply that is not a readable chat completion."""
-
-
-class _GiveUp(Exception):
-    """A request that exhausted its retry budget."""
-
-
 class JudgmentCache:
     """Append-only JSONL of judgments; ``path=None`` keeps them in memory only."""
 
@@ -79,14 +74,9 @@ class JudgmentCache:
         self.path = Path(path) if path is not None else None
         self._rows: dict[str, dict] = {}
         self._lock = threading.Lock()
-        if self.path is None or not self.path.exists():
+        if self.path is None:
             return
-        raw = self.path.read_bytes()
-        if raw and not raw.endswith(b"\n"):  # a write cut short by a crash
-            warnings.warn(f"{self.path}: dropping a partial last line (interrupted write)", stacklevel=3)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(raw.rfind(b"\n") + 1)
-            raw = raw[:raw.rfind(b"\n") + 1]
+        raw = _complete_lines(self.path, stacklevel=3)
         for lineno, line in enumerate(raw.decode("utf-8").splitlines(), 1):
             try:
                 row = json.loads(line)
@@ -181,7 +171,7 @@ class OpenAIJudge:
 
     Args:
         base_url, model, api_key: endpoint; default ``$OPENAI_BASE_URL``, ``$MECHVALUE_JUDGE_MODEL``,
-            ``$OPENAI_API_KEY``. ``config`` (a :class:`~mechvalue.generate.ClientConfig`) sets timeout
+            ``$OPENAI_API_KEY``. ``config`` (a :class:`ClientConfig`) sets timeout
             and retry budgets; explicit arguments override it (its ``temperature`` is not used).
         protocol: ``"csr"`` (ConVA yes/no) or ``"geval"`` (1-5 rubric).
         cache: JSONL path of the judgment cache (None: in memory only).
@@ -219,7 +209,7 @@ class OpenAIJudge:
             self.params.update(logprobs=True, top_logprobs=top_logprobs)
         self.cache = JudgmentCache(cache)
         self.stats: Counter = Counter()
-        self._openai, self._lock, self._rng = openai, threading.Lock(), random.Random(seed)
+        self._lock, self._rng = threading.Lock(), random.Random(seed)
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0,
                                      timeout=self.config.timeout)
 
@@ -244,38 +234,20 @@ class OpenAIJudge:
             self.stats.update(kw)
 
     def _request(self, prompt: str) -> tuple[str, list | None]:
-        o, cfg, err = self._openai, self.config, ""
-        for attempt in range(cfg.max_attempts):
-            self._count(requests=1)
-            retry_after = None
-            try:
-                resp = self._client.chat.completions.create(
-                    model=cfg.model, messages=[{"role": "user", "content": prompt}], **self.params)
-                choice = resp.choices[0]
-                if not isinstance(choice.message.content, str):
-                    raise _Malformed("reply has no text")
-                return choice.message.content, _token_logprobs(choice)
-            except o.APIStatusError as exc:
-                code, err = exc.status_code, f"HTTP {exc.status_code} ({exc.message})"
-                if code in _FATAL_STATUS:
-                    raise JudgeError(f"{cfg.base_url} answered {err}; check the base URL, the judge model and "
-                                     "the API key") from exc
-                if code not in _RETRY_STATUS and code < 500:
-                    raise _GiveUp(err) from exc
-                retry_after = exc.response.headers.get("retry-after")
-            except o.APIConnectionError as exc:  # includes APITimeoutError
-                err = "timeout" if isinstance(exc, o.APITimeoutError) else f"connection error ({exc})"
-            except (o.APIError, _Malformed, ValueError, TypeError, AttributeError, IndexError) as exc:
-                self._count(malformed=1)
-                err = f"malformed reply ({type(exc).__name__}: {exc})"
-            if attempt + 1 < cfg.max_attempts:
-                self._count(retries=1)
-                with self._lock:
-                    delay = cfg.backoff_base * 2 ** attempt * self._rng.uniform(0.5, 1.0)
-                if retry_after and re.fullmatch(r"\d+(\.\d+)?", retry_after.strip()):
-                    delay = max(delay, float(retry_after))
-                time.sleep(min(delay, cfg.backoff_max))
-        raise _GiveUp(f"{err} after {cfg.max_attempts} attempts")
+        def send() -> tuple[str, list | None]:
+            resp = self._client.chat.completions.create(
+                model=self.config.model, messages=[{"role": "user", "content": prompt}], **self.params)
+            choice = resp.choices[0]
+            if not isinstance(choice.message.content, str):
+                raise _Malformed("reply has no text")
+            return choice.message.content, _token_logprobs(choice)
+
+        def fatal(err: str) -> JudgeError:
+            return JudgeError(f"{self.config.base_url} answered {err}; check the base URL, the judge model and "
+                              "the API key")
+
+        return call_with_retries(self.config, send, count=self._count, rng=self._rng, lock=self._lock,
+                                 fatal=fatal, retry_malformed=True)
 
     def _judge_one(self, key: str, prompt: str, value: str) -> dict:
         scorer = score_csr if self.protocol == "csr" else score_geval

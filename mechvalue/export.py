@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,14 +41,28 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ._io import atomic_path, load_tensors, package_versions, save_tensors, write_json_atomic
+from ._io import load_tensors, package_versions, save_tensors, write_json_atomic
 from .errors import CorruptFileError, MechvalueError
+from .export_gguf import (
+    _NAME,
+    ARCH,
+    GGUF_MAGIC,
+    _is_gguf,
+    export_gguf,
+    load_control_vector_gguf,
+    model_hint,
+    read_control_vector_gguf,
+)
 from .interventions import AddVector, _Spec
 
+# the GGUF reader and writer live in export_gguf; their names stay importable from here
+__all__ = ["ARCH", "GGUF_CONVENTION", "GGUF_MAGIC", "KIND", "LayerVectors", "VectorBundle", "as_layer_vectors",
+           "dataset_hashes", "export", "export_gguf", "export_safetensors", "file_sha256", "load_bundle",
+           "load_control_vector_gguf", "load_safetensors_bundle", "load_specs", "load_vectors_file", "manifest",
+           "model_hint", "read_control_vector_gguf", "to_specs", "vectors_from_conva", "vectors_from_specs",
+           "vectors_from_tensor"]
+
 KIND = "ValueVectorBundle"
-ARCH = "controlvector"
-GGUF_MAGIC = b"GGUF"
-_NAME = re.compile(r"^direction\.(\d+)$")
 LayerVectors = dict[int, Float[Tensor, " d_model"]]
 _PROTECTED = ("kind", "d_model", "hook", "hooks", "layers")  # manifest keys ``meta`` cannot override
 GGUF_CONVENTION = ("direction.{l} is added to the output of block l (TransformerLens blocks.{l}.hook_resid_post, "
@@ -263,94 +276,6 @@ def _prepare(vectors, model, hook: str, values, meta) -> tuple[LayerVectors, dic
     return vecs, man
 
 
-def model_hint(model=None) -> str:
-    """HF ``model_type``-style hint for ``controlvector.model_hint`` (``LlamaForCausalLM`` -> ``llama``)."""
-    arch = getattr(getattr(model, "cfg", None), "original_architecture", None) if model is not None else None
-    if not arch:
-        return "unknown"
-    return re.sub(r"(ForCausalLM|LMHeadModel|Model)$", "", arch).lower() or "unknown"
-
-
-# ------------------------------------------------------------------ GGUF (llama.cpp control vectors)
-
-def export_gguf(path: str | os.PathLike, vectors, *, model=None, hint: str | None = None,
-                values: Iterable[str] | str | None = None, meta: Mapping | None = None) -> Path:
-    """Write a llama.cpp control vector (repeng's layout) atomically; returns the path.
-
-    ``vectors``: anything :func:`as_layer_vectors` accepts (at ``hook_resid_post``, layer >= 1).
-    """
-    import gguf
-
-    vecs, man = _prepare(vectors, model, "hook_resid_post", values, meta)
-    if 0 in vecs:
-        raise MechvalueError("llama.cpp never steers layer 0 (it rejects direction.0): drop layer 0 or export "
-                             "to safetensors")
-    man["versions"] = package_versions()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), ARCH)
-        writer.add_string(f"{ARCH}.model_hint", hint or model_hint(model))
-        writer.add_uint32(f"{ARCH}.layer_count", len(vecs))
-        writer.add_string("mechvalue.manifest", json.dumps(man, sort_keys=True))
-        for layer, v in vecs.items():
-            writer.add_tensor(f"direction.{layer}", v.numpy().astype(np.float32, copy=False))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-    return path
-
-
-def _field(reader, key: str):
-    f = reader.get_field(key)
-    return None if f is None else f.contents()
-
-
-def read_control_vector_gguf(path: str | os.PathLike) -> VectorBundle:
-    """Read a control-vector GGUF (ours, repeng's or llama.cpp's generator) with its model hint and manifest."""
-    import gguf
-
-    path = Path(path)
-    if not path.exists():
-        raise CorruptFileError(f"{path}: no such file")
-    try:
-        reader = gguf.GGUFReader(str(path))
-        arch = _field(reader, "general.architecture")
-        hint = _field(reader, f"{ARCH}.model_hint")
-        raw_manifest = _field(reader, "mechvalue.manifest")
-        tensors = [(t.name, t.tensor_type, list(t.shape), np.array(t.data, dtype=np.float32, copy=True))
-                   for t in reader.tensors]
-    except (ValueError, OSError, IndexError, KeyError, TypeError, UnicodeDecodeError, OverflowError) as exc:
-        raise CorruptFileError(f"{path}: not a readable GGUF file ({exc})") from exc
-    if arch != ARCH:
-        raise CorruptFileError(f"{path}: a GGUF of architecture {arch!r}, not a control vector ({ARCH!r})")
-    vectors = {}
-    for name, ttype, shape, data in tensors:
-        m = _NAME.match(name)
-        if m is None:
-            raise CorruptFileError(f"{path}: tensor {name!r} is not named direction.<layer>")
-        if int(ttype) != int(gguf.GGMLQuantizationType.F32) or len(shape) != 1:
-            raise CorruptFileError(f"{path}: {name} must be a 1-D float32 tensor (llama.cpp's requirement)")
-        vectors[int(m.group(1))] = torch.from_numpy(data.reshape(-1))
-    if not vectors:
-        raise CorruptFileError(f"{path}: control vector without direction tensors")
-    if 0 in vectors:
-        raise CorruptFileError(f"{path}: has direction.0, which llama.cpp rejects (layer 0 is never steered)")
-    if len({v.shape[0] for v in vectors.values()}) != 1:
-        raise CorruptFileError(f"{path}: direction tensors of different widths")
-    try:
-        meta = json.loads(raw_manifest) if raw_manifest else {}
-    except json.JSONDecodeError as exc:
-        raise CorruptFileError(f"{path}: mechvalue.manifest is not valid JSON ({exc})") from exc
-    meta = {**meta, "model_hint": hint, "format": "gguf"}
-    return VectorBundle(dict(sorted(vectors.items())), "hook_resid_post", meta)
-
-
-def load_control_vector_gguf(path: str | os.PathLike) -> LayerVectors:
-    """Float32 ``{layer: [d_model]}`` of a control vector GGUF (``direction.{l}`` at ``blocks.{l}.hook_resid_post``)."""
-    return read_control_vector_gguf(path).vectors
-
-
 # ------------------------------------------------------------------ safetensors bundle
 
 def export_safetensors(path: str | os.PathLike, vectors, *, model=None, hook: str = "hook_resid_post",
@@ -377,14 +302,6 @@ def load_safetensors_bundle(path: str | os.PathLike) -> VectorBundle:
     if sorted(vectors) != sorted(meta.get("layers", [])):
         raise CorruptFileError(f"{path}: manifest layers {meta.get('layers')} do not match tensors {sorted(vectors)}")
     return VectorBundle(dict(sorted(vectors.items())), meta.get("hook", "hook_resid_post"), meta)
-
-
-def _is_gguf(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return f.read(4) == GGUF_MAGIC
-    except OSError:
-        return False
 
 
 def load_bundle(path: str | os.PathLike) -> VectorBundle:

@@ -24,291 +24,50 @@ import os
 import random
 import re
 import sys
-import threading
-import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict, Unpack
+from typing import Any, Unpack
 
 from tqdm.auto import tqdm
 
 from . import data as _data
+from ._openai_client import ClientConfig, GenerationError, _complete_lines, _Malformed
 from .data import ContrastPair, Dilemma, PortraitItem, Query, SystemPrompt
 from .errors import DataError, MechvalueError
+from .generate_prompts import (
+    DILEMMA_PROMPT,
+    PAIR_NEGATIVE_PROMPT,
+    PAIR_POSITIVES_PROMPT,
+    PORTRAIT_PROMPT,
+    QUERY_PROMPT,
+    SCENES,
+    SYSTEM_PROMPT_PROMPT,
+)
+from .generate_requests import (
+    GenerationResult,
+    Options,
+    _Caller,
+    _items,
+    _norm,
+    _Spec,
+    _strings,
+    _valid_only,
+    parse_json_reply,
+)
 from .values import DEFINITIONS, OPPOSITE_PAIRS, VALUES, canonical
 
-_HEAD = (
-    "You are helping build a research dataset on Schwartz's basic human values.\nValue: {value} "
-    "({definition}).\n\n")
-PAIR_POSITIVES_PROMPT = _HEAD + (
-    "Write {k} different sentences, each describing a concrete action, choice or attitude of one "
-    "person that clearly expresses {value}. Make them diverse: vary the persona (age, occupation, "
-    "culture; first person 'I' or a named third person), the scene (for example {scenes}) and the "
-    "sentence structure (length, clause order, tense). Each sentence is self-contained, 12-35 words, "
-    "and never names the value.\n\nReply with only a JSON array of {k} strings.")
-PAIR_NEGATIVE_PROMPT = _HEAD + (
-    "This sentence expresses {value}:\n{positive}\n\nWrite ONE matched sentence that keeps the same "
-    "persona, the same scene and the same sentence structure, changes as few words as possible, and no "
-    "longer expresses {value}: the person does not act on or care about it. Add no new people, places "
-    "or topics.\n\nReply with only a JSON object: {{\"negative\": \"<sentence>\"}}")
-SYSTEM_PROMPT_PROMPT = _HEAD + (
-    "Write {k} different system prompts (1-3 sentences each) that tell an AI assistant to prioritise "
-    "{value} in its answers. Vary tone, length and wording (for example contexts like "
-    "{scenes}).\n\nReply with only a JSON array of {k} strings.")
-DILEMMA_PROMPT = _HEAD + (
-    "Write {k} different everyday dilemmas, each a first-person question a user might ask an "
-    "assistant, where honouring {value} conflicts with another value (prefer {conflicts}; allowed: "
-    "{others}). Vary the scene (for example {scenes}). Give one short answer honouring {value} and one "
-    "honouring the other value.\n\nReply with only a JSON array of {k} objects with keys \"question\", "
-    "\"value_answer\", \"conflict_value\", \"conflict_answer\".")
-PORTRAIT_PROMPT = _HEAD + (
-    "Write {k} different PVQ-style portraits of a person who holds {value}, two sentences each, "
-    "starting 'It is important to this person ...'. Vary the life area (for example {scenes}) and "
-    "never name the value.\n\nReply with only a JSON array of {k} strings.")
-QUERY_PROMPT = (
-    "Write {k} different short questions a user might ask an AI assistant, of the kind '{category}'. "
-    "They must be neutral: presuppose no value (no stance on success, tradition, pleasure, caring, "
-    "...) and touch everyday topics (for example {scenes}).\n\nReply with only a JSON array of {k} "
-    "strings.")
-#: life areas rotated through the prompts' ``{scenes}`` hints (order shuffled by the seed)
-SCENES = ("work", "school", "family dinner", "sports", "travel", "money", "neighbours", "online life",
-          "health", "a wedding", "a hospital", "farming", "a small business", "religion", "the military",
-          "arts", "cooking", "a city council", "old age", "childhood", "science", "friendship",
-          "moving house")
-_RETRY_STATUS = {408, 409, 425, 429}  # and every 5xx
-_FATAL_STATUS = {401, 403, 404}  # no request can succeed: stop the run
-_WORDS = re.compile(r"[a-z]+")
-
-
-class GenerationError(MechvalueError):
-    """The endpoint cannot be used (missing configuration, authentication failed, unknown model)."""
-
-
-class _Malformed(Exception):
-    """A reply that is not the JSON asked for; the request is re-asked."""
-
-
-class _GiveUp(Exception):
-    """A request that exhausted its retry budgets; recorded as a failure."""
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """Endpoint and retry settings (seconds). Retry-After is honoured, capped at ``backoff_max``."""
-
-    base_url: str
-    model: str
-    api_key: str = "EMPTY"
-    timeout: float = 60.0
-    max_attempts: int = 5  # per request, on 429/5xx/timeouts/connection errors
-    max_malformed: int = 2  # re-asks per request after a malformed reply
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
-    temperature: float = 1.0
-
-    @classmethod
-    def resolve(cls, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
-                **kw: Any) -> ClientConfig:
-        """Arguments first, else ``$OPENAI_BASE_URL``, ``$MECHVALUE_GEN_MODEL``, ``$OPENAI_API_KEY``."""
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        model = model or os.environ.get("MECHVALUE_GEN_MODEL")
-        missing = [m for m, v in (("base URL (--base-url or $OPENAI_BASE_URL)", base_url),
-                                  ("model (--model or $MECHVALUE_GEN_MODEL)", model)) if not v]
-        if missing:
-            raise GenerationError(f"no {' and no '.join(missing)} given for the generation endpoint")
-        cfg = cls(base_url, model, api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY", **kw)
-        if cfg.max_attempts < 1 or cfg.max_malformed < 0 or cfg.timeout <= 0:
-            raise GenerationError("need max_attempts >= 1, max_malformed >= 0 and timeout > 0")
-        return cfg
-
-
-@dataclass
-class GenerationResult:
-    """What a run did; ``failed`` counts requests given up after their retry budgets."""
-
-    out_path: str
-    target: int
-    written: int = 0
-    skipped: int = 0
-    duplicates: int = 0
-    failed: int = 0
-    retries: int = 0
-    malformed: int = 0
-    requests: int = 0
-    context_bias: float | None = None
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return self.written + self.skipped >= self.target
-
-    def summary(self) -> str:
-        s = (f"{self.out_path}: {self.written} written, {self.skipped} skipped (already there), "
-             f"{self.duplicates} duplicates dropped, {self.failed} failed, {self.retries} retries, "
-             f"{self.malformed} malformed replies, {self.requests} requests")
-        if self.context_bias is not None:
-            s += f", context-bias share {self.context_bias:.2f}"
-        done = self.written + self.skipped
-        return s + ("" if self.complete else f"; INCOMPLETE ({done}/{self.target}): rerun to resume")
-
-
-class Options(TypedDict, total=False):
-    """Keyword options of the ``generate_*`` functions; see :func:`generate_pairs`."""
-
-    config: ClientConfig
-    base_url: str
-    model: str
-    api_key: str
-    concurrency: int
-    seed: int
-    batch_size: int
-    progress: bool
-
-
-def _norm(text: str) -> str:
-    return " ".join(_WORDS.findall(text.lower()))
-
-
-def parse_json_reply(text: str) -> Any:
-    """Parse a reply as JSON, dropping ``<think>`` blocks, code fences and prose around the outer [] or {}."""
-    text = re.sub(r"<think>.*?</think>", "", text or "", flags=re.S).strip()
-    fence = re.search(r"```(?:json)?\s*(.*?)```", text, flags=re.S)
-    text = fence.group(1).strip() if fence else text
-    starts = [i for i in (text.find("["), text.find("{")) if i >= 0]
-    candidates = [text] + ([text[min(starts):text.rfind("]" if text[min(starts)] == "[" else "}") + 1]]
-                           if starts else [])
-    for c in candidates:
-        try:
-            return json.loads(c)
-        except json.JSONDecodeError:
-            pass
-    raise _Malformed(f"not JSON: {text[:80]!r}")
-
-
-class _Caller:
-    """Chat requests with bounded retries, shared by the worker threads."""
-
-    def __init__(self, cfg: ClientConfig, result: GenerationResult, seed: int):
-        import openai
-
-        self.openai, self.cfg, self.result = openai, cfg, result
-        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0,
-                                    timeout=cfg.timeout)
-        self.lock, self.rng = threading.Lock(), random.Random(seed)
-
-    def count(self, failure: str | None = None, **kw: int) -> None:
-        with self.lock:
-            for k, v in kw.items():
-                setattr(self.result, k, getattr(self.result, k) + v)
-            if failure:
-                self.result.failed += 1
-                self.result.failures.append(failure)
-
-    def chat(self, prompt: str) -> str:
-        """One reply's text; raises _Malformed, _GiveUp or GenerationError."""
-        o, cfg, err = self.openai, self.cfg, ""
-        for attempt in range(cfg.max_attempts):
-            self.count(requests=1)
-            retry_after = None
-            try:
-                msgs = [{"role": "user", "content": prompt}]
-                resp = self.client.chat.completions.create(model=cfg.model, messages=msgs,
-                                                           temperature=cfg.temperature)
-                try:
-                    return resp.choices[0].message.content or ""
-                except (AttributeError, IndexError, TypeError) as exc:
-                    raise _Malformed("reply is not a chat completion") from exc
-            except o.APIStatusError as exc:
-                code, err = exc.status_code, f"HTTP {exc.status_code} ({exc.message})"
-                if code in _FATAL_STATUS:
-                    raise GenerationError(f"{cfg.base_url} answered {err}; check the base URL, the model "
-                                          "name and the API key") from exc
-                if code not in _RETRY_STATUS and code < 500:
-                    raise _GiveUp(err) from exc
-                retry_after = exc.response.headers.get("retry-after")
-            except o.APIConnectionError as exc:  # includes APITimeoutError
-                err = "timeout" if isinstance(exc, o.APITimeoutError) else f"connection error ({exc})"
-            except o.APIError as exc:
-                raise _Malformed(f"unreadable reply ({exc})") from exc
-            if attempt + 1 < cfg.max_attempts:
-                self.count(retries=1)
-                with self.lock:
-                    delay = cfg.backoff_base * 2 ** attempt * self.rng.uniform(0.5, 1.0)
-                if retry_after and re.fullmatch(r"\d+(\.\d+)?", retry_after.strip()):
-                    delay = max(delay, float(retry_after))
-                time.sleep(min(delay, cfg.backoff_max))
-        raise _GiveUp(f"{err} after {cfg.max_attempts} attempts")
-
-    def ask(self, prompt: str, parse: Callable[[Any], list[dict]]) -> list[dict]:
-        """Chat and parse, re-asking after malformed replies; [] (a recorded failure) when budgets run out."""
-        last = ""
-        try:
-            for _ in range(self.cfg.max_malformed + 1):
-                try:
-                    return parse(parse_json_reply(self.chat(prompt)))
-                except _Malformed as exc:
-                    self.count(malformed=1)
-                    last = str(exc)
-            raise _GiveUp(f"malformed reply {self.cfg.max_malformed + 1} times: {last}")
-        except _GiveUp as exc:
-            self.count(failure=str(exc))
-            return []
-
-
-@dataclass
-class _Spec:
-    """One dataset kind: record type, id prefix, de-duplicated fields, prompts, parsers, known records."""
-
-    record: type
-    prefix: str
-    dedup: tuple[str, ...]
-    prompt1: Callable[[int, str], str]  # (k, scene hint) -> step-1 prompt
-    parse1: Callable[[Any], list[dict]]  # JSON reply -> partial records
-    finish: Callable[[dict, str], dict]  # (partial record, id) -> record dict
-    prompt2: Callable[[dict], str] | None = None  # optional step 2, once per partial record
-    parse2: Callable[[dict, Any], list[dict]] | None = None
-    existing: list[dict] = field(default_factory=list)
-    value: str | None = None
-
-
-def _items(obj: Any) -> list:
-    """The list in a reply: the reply itself, or the one list inside a JSON object."""
-    lists = [v for v in obj.values() if isinstance(v, list)] if isinstance(obj, dict) else [obj]
-    if len(lists) != 1 or not isinstance(lists[0], list):
-        raise _Malformed("expected a JSON array")
-    return lists[0]
-
-
-def _valid_only(record: type, finish: Callable[[dict, str], dict], parts: list[dict]) -> list[dict]:
-    """The partial records that data.py's validator accepts once completed; _Malformed if none."""
-    names, good = [f.name for f in dataclasses.fields(record)], []
-    for p in parts:
-        try:
-            _data._validate(finish(dict(p), "probe"), record, names, "generated record")
-            good.append(p)
-        except DataError:
-            pass
-    if not good:
-        raise _Malformed("no valid item in the reply")
-    return good
-
-
-def _strings(key: str, record: type, finish: Callable[[dict, str], dict]) -> Callable[[Any], list[dict]]:
-    return lambda obj: _valid_only(record, finish, [{key: s.strip()} for s in _items(obj)
-                                                    if isinstance(s, str) and s.strip()])
+# prompts, requests and the client settings live in generate_prompts, generate_requests and _openai_client
+__all__ = ["DILEMMA_PROMPT", "KINDS", "PAIR_NEGATIVE_PROMPT", "PAIR_POSITIVES_PROMPT", "PORTRAIT_PROMPT",
+           "QUERY_PROMPT", "SCENES", "SYSTEM_PROMPT_PROMPT", "ClientConfig", "GenerationError", "GenerationResult",
+           "Options", "add_arguments", "generate_dilemmas", "generate_pairs", "generate_portraits",
+           "generate_queries", "generate_system_prompts", "main", "parse_json_reply", "run_args"]
 
 
 def _read_existing(path: Path, record: type) -> list[dict]:
     """Records already in ``path``; a partial last line (an interrupted write) is cut off with a warning."""
-    raw = path.read_bytes() if path.exists() else b""
-    if raw and not raw.endswith(b"\n"):
-        warnings.warn(f"{path}: dropping a partial last line (interrupted write)", stacklevel=3)
-        with open(path, "r+b") as fh:
-            fh.truncate(raw.rfind(b"\n") + 1)
-        raw = raw[:raw.rfind(b"\n") + 1]
+    raw = _complete_lines(path, stacklevel=3)
     return [dataclasses.asdict(r) for r in _data.read_jsonl(path, record)] if raw.strip() else []
 
 
