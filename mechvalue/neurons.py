@@ -196,3 +196,18 @@ def angle_classes(w_out: Float[Tensor, "d_mlp d_model"], axes: SVDAxes, *, top_f
     best, which = angles.min(dim=1)
     label = torch.where(kept & (best < max_angle), which, torch.full_like(which, -1))
     return AngleClasses(coords, norm, kept, angles, label)
+
+
+def angle_class_table(classes: AngleClasses, **columns):
+    """The kept neurons of ``classes`` as a DataFrame: ``**columns`` (e.g. value=, layer=), then neuron,
+    class (a name of :attr:`AngleClasses.NAMES` or ``"unassigned"``), angle (degrees to its class's
+    anchor; to the nearest anchor when unassigned), proj_norm and the plane coordinates x (shared), y (intrinsic)."""
+    import pandas as pd
+
+    kept = classes.kept.nonzero().reshape(-1)
+    lab, ang = classes.label[kept], classes.angles[kept]
+    angle = torch.where(lab >= 0, ang.gather(1, lab.clamp(min=0)[:, None])[:, 0], ang.min(1).values)
+    names = np.array([*AngleClasses.NAMES, "unassigned"])
+    return pd.DataFrame({**columns, "neuron": kept.numpy(), "class": names[lab.numpy()], "angle": angle.numpy(),
+                         "proj_norm": classes.norm[kept].numpy(), "x": classes.coords[kept, 0].numpy(),
+                         "y": classes.coords[kept, 1].numpy()})

@@ -16,7 +16,6 @@ from mechvalue.methods import dual
 from mechvalue.methods.dual import (
     DualConfig,
     DualVectors,
-    class_table,
     contrast_groups,
     dual_axes,
     label_responses,
@@ -27,7 +26,7 @@ from mechvalue.methods.dual import (
     structure,
     value_vectors,
 )
-from mechvalue.neurons import angle_classes
+from mechvalue.neurons import angle_class_table, angle_classes
 from mechvalue.public_data import MMLUQuestion
 from mechvalue.values import VALUES
 
@@ -105,7 +104,7 @@ def _planted_w_out(d_model: int, d_mlp: int):
 def test_planted_w_out_rows_are_classified_exactly():
     w, _, ax, planted = _planted_w_out(32, 48)
     cls = angle_classes(w, ax, top_frac=len(planted) / 48, max_angle=30.0)
-    df = class_table(cls, value="benevolence", layer=0).set_index("neuron")
+    df = angle_class_table(cls, value="benevolence", layer=0).set_index("neuron")
     assert set(df.index) == set(planted)
     for i, (_, name) in planted.items():
         assert df.loc[i, "class"] == name
@@ -113,7 +112,7 @@ def test_planted_w_out_rows_are_classified_exactly():
     assert df.loc[7, "angle"] == pytest.approx(20.0, abs=0.05)
     assert df.loc[21, "angle"] == pytest.approx(25.0, abs=0.05)
     assert df.loc[30, "angle"] == pytest.approx(45.0, abs=0.05)
-    unsigned = class_table(angle_classes(w, ax, top_frac=len(planted) / 48, signed=False), value="b", layer=0)
+    unsigned = angle_class_table(angle_classes(w, ax, top_frac=len(planted) / 48, signed=False), value="b", layer=0)
     assert unsigned.set_index("neuron").loc[31, "class"] == "shared"  # |cos|: a row along -u_shared counts
 
 
@@ -287,7 +286,8 @@ def tiny_run(tokenizer, tmp_path_factory, monkeypatch_module):
     judge.judge = lambda texts, value: np.array([(hash((t, value)) % 97) / 97 for t in texts])
     judge.name = "hash"
     out = tmp_path_factory.mktemp("dual")
-    config = DualConfig.quick(n_queries=4, batch_size=5, min_group=1, n_mmlu=4, n_permutations=50)
+    config = DualConfig.quick(n_queries=4, batch_size=5, min_group=1, n_mmlu=4, n_permutations=50, n_diversity=2,
+                              diversity_tokens=6)
     values = ["power", "benevolence", "universalism"]
     res = run_dual(model, out, values=values, config=config, judge=judge, mmlu=MMLU, progress=False)
     return {"model": model, "out": out, "calls": calls, "judge": judge, "config": config, "values": values,
@@ -320,6 +320,9 @@ def test_run_dual_writes_every_output(tiny_run):
     assert {"intrinsic", "prompted", "intrinsic_perp", "prompted_perp", "random_direction", "base"} <= arms
     assert {"delta_questionnaire", "delta_dilemma_pref", "distinct_2", "ead_2"} <= set(st.metric)
     assert (st.target == "benevolence").all() and st[st.vector_type.notna()].alpha.notna().all()
+    sizes = st[st.arm == "neurons"].set_index("neuron_class").n_neurons.to_dict()
+    for c, n in sizes.items():  # random-neuron controls match each class's size
+        assert set(st[st.neuron_class == f"random:{c}"].n_neurons) == {n}
     info = json.loads((out / "structure.json").read_text())
     assert {"r2", "p_value", "null_mean", "delta_share", "layer", "alpha"} <= set(info)
     assert info["layer"] == tiny_run["model"].cfg.n_layers // 2
@@ -376,17 +379,24 @@ def test_run_dual_rejects_bad_arguments(tiny_run, tmp_path):
 
 
 @pytest.mark.model
-def test_quick_preset_on_smollm(smollm, tmp_path, shared_data):
-    from mechvalue.public_data import load_mmlu
+def test_quick_preset_on_smollm(smollm, tmp_path):
+    class LengthJudge:  # continuous scores: the median split always leaves two groups
+        name = "length"
 
-    mmlu = load_mmlu(shared_data / "mmlu" / "mmlu_dev.csv")
-    config = DualConfig.quick(n_diversity=0, n_random=1, alphas=(4.0,), n_mmlu=4)
-    res = run_dual(smollm, tmp_path, values=["benevolence", "power", "universalism"], config=config, mmlu=mmlu,
-                   progress=False)
+        def judge(self, texts, value):
+            return np.array([len(t.split()) / 100 + 0.001 * (hash((t, value)) % 7) for t in texts])
+
+    values = ["benevolence", "power", "universalism"]
+    config = DualConfig.quick(max_new_tokens=8, alpha=4.0, n_items=1, n_dilemmas=1)  # alpha fixed: no MMLU here
+    res = run_dual(smollm, tmp_path, values=values, config=config, judge=LengthJudge(), progress=False)
     assert len(res["responses"]) == 4 * 4 and res["responses"].response.str.strip().str.len().gt(0).all()
     layer = smollm.cfg.n_layers // 2
     cos = res["cosines"]
-    assert cos[cos.layer == layer].cos_intrinsic_prompted.notna().any()
-    assert res["class_counts"].kept.eq(round(0.01 * smollm.cfg.d_mlp)).all()
-    assert set(res["steering"].arm) >= {"prompted", "intrinsic", "random_direction"}
-    assert np.isfinite(res["steering"].estimate).all()
+    assert cos[cos.layer == layer].cos_intrinsic_prompted.notna().all()
+    assert res["class_counts"].kept.eq(round(0.05 * smollm.cfg.d_mlp)).all() and len(res["class_counts"]) == 3
+    st = res["steering"]
+    assert set(st.arm) >= {"prompted", "intrinsic", "intrinsic_perp", "prompted_perp", "random_direction", "neurons"}
+    assert np.isfinite(st.estimate).all() and st.target.eq("benevolence").all() and st.alpha_source.str.startswith(
+        "fixed").all()
+    assert res["structure"]["layer"] == layer and 0 <= res["structure"]["r2"] <= 1
+    assert (tmp_path / "steering.csv").exists() and (tmp_path / "structure.json").exists()

@@ -78,3 +78,16 @@ def test_angle_classes_planted_rows():
     assert cls.counts() == {"shared": 1, "intrinsic": 1, "prompted": 1}
     with pytest.raises(MechvalueError):
         angle_classes(rows[:, :5], axes)
+
+
+def test_angle_class_table_rows():
+    from mechvalue.neurons import angle_class_table
+
+    axes = svd_axes(torch.tensor([1.0, 1.0, 0.0]), torch.tensor([1.0, -1.0, 0.0]))  # shared e0, intrinsic e1
+    rows = torch.tensor([[2.0, 0.2, 0.0], [0.0, -3.0, 0.0], [1.0, 1.0, 0.0], [0.01, 0.0, 0.01]])
+    df = angle_class_table(angle_classes(rows, axes, top_frac=0.75), value="power", layer=4)
+    assert list(df.columns) == ["value", "layer", "neuron", "class", "angle", "proj_norm", "x", "y"]
+    assert df.neuron.tolist() == [0, 1, 2] and df["class"].tolist() == ["shared", "prompted", "unassigned"]
+    assert df.angle.tolist() == pytest.approx([math.degrees(math.atan(0.1)), 0.0, 45.0], abs=1e-3)
+    assert df.x.tolist() == pytest.approx([2.0, 0.0, 1.0]) and df.y.tolist() == pytest.approx([0.2, -3.0, 1.0])
+    assert (df.value == "power").all() and (df.layer == 4).all()

@@ -46,7 +46,7 @@ from ..hooks import check_layers, resid_hook
 from ..interventions import AddVector, ScaleNeurons
 from ..metrics import RESULT_COLUMNS, bootstrap_ci, distinct_n, ead_n, paired_difference, results_frame
 from ..models import model_info
-from ..neurons import AngleClasses, NeuronSet, angle_classes, matched_random
+from ..neurons import AngleClasses, NeuronSet, angle_class_table, angle_classes, matched_random
 from ..prompts import chat
 from ..values import VALUES, canonical_list, circle_coordinates, load_angles
 from ..vectors import (
@@ -423,18 +423,6 @@ def dual_axes(vectors: DualVectors, *, normalize: bool = True) -> tuple[Float[Te
     return shared, unique
 
 
-def class_table(classes: AngleClasses, *, value: str, layer: int) -> pd.DataFrame:
-    """The kept neurons of one :class:`AngleClasses` as rows (value, layer, neuron, class, angle, proj_norm, x, y)."""
-    kept = classes.kept.nonzero().reshape(-1)
-    lab = classes.label[kept]
-    ang = classes.angles[kept]
-    angle = torch.where(lab >= 0, ang.gather(1, lab.clamp(min=0)[:, None])[:, 0], ang.min(1).values)
-    names = np.array([*AngleClasses.NAMES, "unassigned"])
-    return pd.DataFrame({"value": value, "layer": layer, "neuron": kept.numpy(), "class": names[lab.numpy()],
-                         "angle": angle.numpy(), "proj_norm": classes.norm[kept].numpy(),
-                         "x": classes.coords[kept, 0].numpy(), "y": classes.coords[kept, 1].numpy()})
-
-
 def neuron_classes(model, vectors: DualVectors, *, layer: int | None = None, values: Sequence[str] | None = None,
                    top_frac: float = 0.01, max_angle: float = 30.0, signed: bool = True,
                    normalize: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -455,7 +443,7 @@ def neuron_classes(model, vectors: DualVectors, *, layer: int | None = None, val
             continue
         cls = angle_classes(w_out, vectors.axes(v, layer, normalize), top_frac=top_frac, max_angle=max_angle,
                             signed=signed)
-        frames.append(class_table(cls, value=v, layer=layer))
+        frames.append(angle_class_table(cls, value=v, layer=layer))
         counts.append({"value": v, "layer": layer, **cls.counts(),
                        "unassigned": int((cls.kept & (cls.label < 0)).sum()), "kept": int(cls.kept.sum())})
     cols = ["value", "layer", "neuron", "class", "angle", "proj_norm", "x", "y"]
@@ -508,9 +496,10 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
     """Steering and neuron-scaling effects on one value's questionnaire and dilemma scores, plus diversity.
 
     Arms: the four vector types at ``alpha``; ``n_random`` random directions with the prompted
-    vector's norm (per seed and pooled); each neuron class scaled by each beta; ``n_random`` random
-    neuron sets of the shared class's size (the largest class's if it is empty), avoiding classified
-    neurons. Scores are paired against no intervention on the same items (bootstrap CIs).
+    vector's norm (per seed and pooled); each neuron class scaled by each beta, with ``n_random``
+    random neuron sets of the same size per class (``neuron_class="random:<class>"``, avoiding
+    classified neurons; per seed and pooled). Scores are paired against no intervention on the same
+    items (bootstrap CIs).
     Corpus-level Distinct-2 and EAD-2 (V = the model's vocabulary size; no CI) of generations for
     ``diversity_queries`` under no steering and each vector type.
     """
@@ -531,18 +520,16 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
     mine = classes[(classes.value == value) & (classes.layer == layer)]
     members = {c: torch.tensor(mine[mine["class"] == c].neuron.tolist(), dtype=torch.long)
                for c in AngleClasses.NAMES}
-    ref = members["shared"] if len(members["shared"]) else max(members.values(), key=len)
-    kept = NeuronSet(torch.full((len(mine),), layer), torch.tensor(mine.neuron.tolist(), dtype=torch.long),
-                     torch.zeros(len(mine)), torch.ones(len(mine), dtype=torch.long))
+    as_set = lambda idx: NeuronSet(torch.full((len(idx),), layer), idx, torch.zeros(len(idx)),  # noqa: E731
+                                   torch.ones(len(idx), dtype=torch.long))
+    kept = as_set(torch.tensor(mine.neuron.tolist(), dtype=torch.long))
     for beta in config.betas:
-        arms += [("neurons", {"neuron_class": c, "beta": beta, "n_neurons": len(idx)}, ScaleNeurons(layer, idx, beta))
-                 for c, idx in members.items() if len(idx)]
-        if len(ref):
-            ref_set = NeuronSet(torch.full((len(ref),), layer), ref, torch.zeros(len(ref)),
-                                torch.ones(len(ref), dtype=torch.long))
+        for c, idx in ((c, idx) for c, idx in members.items() if len(idx)):
+            arms.append(("neurons", {"neuron_class": c, "beta": beta, "n_neurons": len(idx)},
+                         ScaleNeurons(layer, idx, beta)))
             for s in range(config.n_random):
-                rnd = matched_random(ref_set, model.cfg.d_mlp, seed=_seed(config.seed, value, s), exclude=kept)
-                arms.append(("random_neurons", {"neuron_class": "random", "beta": beta, "seed": s,
+                rnd = matched_random(as_set(idx), model.cfg.d_mlp, seed=_seed(config.seed, value, c, s), exclude=kept)
+                arms.append(("random_neurons", {"neuron_class": f"random:{c}", "beta": beta, "seed": s,
                                                 "n_neurons": len(rnd)}, ScaleNeurons(layer, rnd.indices, beta)))
     rows, pooled = [], {}
     for arm, extra, spec in tqdm(arms, desc=f"dual:steer {value}", disable=not progress):
@@ -551,13 +538,14 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
             rows.append(_row(value, f"delta_{metric}", *paired_difference(vals, base[metric]), len(vals), arm=arm,
                              **extra))
             if arm.startswith("random"):
-                key = (arm, metric, extra.get("beta"))
+                key = (arm, metric, extra.get("beta"), extra.get("neuron_class"), extra.get("n_neurons"))
                 pooled.setdefault(key, []).append(vals - base[metric])
-    for (arm, metric, beta), diffs in pooled.items():
+    for (arm, metric, beta, nclass, n_neurons), diffs in pooled.items():
         x = np.concatenate(diffs)
+        rand_dir = arm == "random_direction"
         rows.append(_row(value, f"delta_{metric}", *bootstrap_ci(x), len(x), arm=f"{arm}_pooled", beta=beta,
-                         vector_type="random" if arm == "random_direction" else None,
-                         alpha=alpha if arm == "random_direction" else None))
+                         neuron_class=nclass, n_neurons=n_neurons, vector_type="random" if rand_dir else None,
+                         alpha=alpha if rand_dir else None))
     rows += _diversity(model, vecs, value, layer, alpha, config, diversity_queries)
     return results_frame(rows)
 
