@@ -55,7 +55,7 @@ class RunConfig:
     vl_dilemmas_per_value: int = 2
     vl_items_per_value: int = 4
     neva_budget: float = 0.001
-    neva_C: float = 0.05
+    neva_C: float = 0.1
     n_audits: int = 4
     study: dict = field(default_factory=dict)
     dual: dict = field(default_factory=dict)
