@@ -64,6 +64,13 @@ def main(run: Path) -> None:
                 out[m] = [ci(r[m], r.get(f"{m}_ci_low"), r.get(f"{m}_ci_high")) for _, r in s.iterrows()]
         out["distinct_2"] = s.distinct_2.round(3)
         print("\n## Steering study\n\n" + md(out))
+        res = pd.read_csv(run / "steering" / "results.csv")
+        for metric, label in (("dilemma_delta", "dilemma preference change (nats)"),
+                              ("judged_delta", "judged target-score change")):
+            r = res[(res.metric == metric) & (res.value == res.target)].copy()
+            r["cell"] = [ci(x.estimate, x.ci_low, x.ci_high, "{:+.2f}") for x in r.itertuples()]
+            print(f"\nper target: {label}\n\n" + md(r.pivot(index="target", columns="method", values="cell")
+                                                      .reset_index()))
         g = run / "steering" / "gate_rates.csv"
         if g.exists():
             print("\ngate rates (mean): " + pd.read_csv(g).drop(columns="target").mean().round(3).to_string())
