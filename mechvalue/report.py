@@ -160,11 +160,15 @@ def _comparison(page: _Page) -> None:
 def _valuelocate(page: _Page) -> None:
     frac = _csv_or_note(page, "valuelocate/fraction_vs_tau.csv")
     if frac is not None:
+        cols = ["fraction"] + (["null_fraction"] if "null_fraction" in frac else [])
+        long = frac.melt(id_vars="tau", value_vars=cols, var_name="selection", value_name="share")
+        long["selection"] = long.selection.map({"fraction": "located", "null_fraction": "chance (split-half null)"})
         page.figure("valuelocate_fraction_vs_tau",
-                    lambda: viz.line_plot(frac.assign(percent=100 * frac["fraction"]), "tau", "percent",
-                                          title="Share of value neurons vs τ", ylabel="% of FFN neurons",
-                                          vlines=[0.03], hlines=[0.4]),
-                    "Selected share of FFN neurons against τ (dotted: τ = 0.03; dashed: the paper's 0.4%).")
+                    lambda: viz.line_plot(long.assign(percent=100 * long["share"]), "tau", "percent",
+                                          hue="selection", title="Share of value neurons vs τ",
+                                          ylabel="% of FFN neurons", vlines=[0.03], hlines=[0.4]),
+                    "Selected share of FFN neurons against τ, and what the same rule selects by chance "
+                    "(dotted: τ = 0.03; dashed: the paper's 0.4%).")
     counts = _csv_or_note(page, "valuelocate/layer_counts.csv")
     if counts is not None:
         page.figure("valuelocate_layers", lambda: viz.layer_histogram(counts), "Value neurons per layer and set.")
