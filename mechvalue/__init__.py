@@ -6,6 +6,7 @@ The public API is re-exported here; see the README for a tour. Steered text gene
 
 from __future__ import annotations
 
+from .audit import direction_activations, neuron_summary, top_activating
 from .collect import ActivationStats, collect
 from .controls import random_like, versus_random
 from .data import (
@@ -28,6 +29,7 @@ from .data import (
 )
 from .errors import CorruptFileError, DataError, HookError, MechvalueError, ModelUnavailableError
 from .evaluate import dilemma_preference, mmlu_accuracy, perplexity, questionnaire
+from .export import export_gguf, export_safetensors, load_bundle, load_control_vector_gguf, load_specs
 from .generation import Generation, score
 from .interventions import (
     AblateNeurons,
@@ -63,4 +65,6 @@ __all__ = [
     "check_data", "collect", "context_bias", "iter_batches", "load_bridge", "load_descriptions",
     "load_dilemmas", "load_model", "load_pairs", "load_portraits", "load_queries", "load_scenarios",
     "load_system_prompts", "model_info", "raw", "tokenize", "random_like", "versus_random",
+    "direction_activations", "neuron_summary", "top_activating", "export_gguf", "export_safetensors", "load_bundle",
+    "load_control_vector_gguf", "load_specs",
 ]
