@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -137,8 +138,6 @@ class Run:
         from .public_data import load_mmlu
 
         candidates = [self.cfg.mmlu] if self.cfg.mmlu else []
-        import os
-
         if os.environ.get("MECHVALUE_MMLU"):
             candidates.append(os.environ["MECHVALUE_MMLU"])
         root = Path(__file__).resolve().parents[1]

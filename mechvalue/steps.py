@@ -106,18 +106,22 @@ def _pair_features(run):
     model = run.model
     n_layers = model.cfg.n_layers
     neva_layers = default_layers(n_layers)
-    texts, spans = [], {}
-    for v in run.cfg.values:
+    texts, spans, owner, label, split = [], {}, [], [], []
+    for v in run.cfg.values:  # per value: train positives, train negatives, test positives, test negatives
         t, n_tr, n_te = pair_texts(load_pairs(v))
         spans[v] = (len(texts), n_tr, n_te)
         texts += t
+        owner += [v] * len(t)
+        label += [1] * n_tr + [0] * n_tr + [1] * n_te + [0] * n_te
+        split += ["train"] * 2 * n_tr + ["test"] * 2 * n_te
     hooks = {resid_hook(layer): "last" for layer in range(n_layers)}
     hooks.update({mlp_hook(layer): "last" for layer in neva_layers})
     st = collect(model, [raw(t) for t in texts], span="last", resid=False, mlp=False, features=hooks,
                  batch_size=run.cfg.batch_size, desc="pairs", max_length=256)
     resid = torch.stack([st.features[resid_hook(layer)] for layer in range(n_layers)])
     mlp = torch.stack([st.features[mlp_hook(layer)] for layer in neva_layers])
-    run._pair_feats = {"resid": resid, "mlp": mlp, "spans": spans, "neva_layers": neva_layers}
+    run._pair_feats = {"resid": resid, "mlp": mlp, "spans": spans, "neva_layers": neva_layers, "owner": owner,
+                       "label": label, "split": split}
     return run._pair_feats
 
 
@@ -151,26 +155,16 @@ def step_conva(run) -> dict:
 
 
 def step_neva(run) -> dict:
+    from .methods.conva import P0
     from .methods.neva import edit_specs, fit_neuron_probes, save_probe_pushes, select_neurons
     from .neurons import NeuronSet, jaccard_matrix, matched_random
 
     feats = _pair_features(run)
-    from .data import load_pairs
-    from .methods.conva import pair_texts
-
-    owner, label, split = [], [], []
-    for v in run.cfg.values:
-        _, n_tr, n_te = pair_texts(load_pairs(v))
-        owner += [v] * 2 * (n_tr + n_te)
-        label += [1] * n_tr + [0] * n_tr + [1] * n_te + [0] * n_te
-        split += ["train"] * 2 * n_tr + ["test"] * 2 * n_te
-    probes = fit_neuron_probes(feats["mlp"], owner, label, split, feats["neva_layers"], C=run.cfg.neva_C,
-                               seed=run.cfg.seed)
+    probes = fit_neuron_probes(feats["mlp"], feats["owner"], feats["label"], feats["split"], feats["neva_layers"],
+                               C=run.cfg.neva_C, seed=run.cfg.seed)
     sets = select_neurons(probes, budget=run.cfg.neva_budget)
     folder = run.out / "neva"
     rows = []
-    from .methods.conva import P0
-
     for v, s in sets.items():
         s.save(folder / f"neurons_{v}.safetensors")
         rows += [{"value": v, "layer": int(lay), "index": int(i), "score": float(sc), "sign": int(sg)}
@@ -290,10 +284,8 @@ def step_audits(run) -> dict:
 def step_report(run) -> dict:
     from .report import build_report
 
-    results = [pd.read_csv(p) for p in (run.out / "steering" / "results.csv", ) if p.exists()]
-    vl = run.out / "valuelocate" / "causal.csv"
-    if vl.exists() and vl.stat().st_size > 1:
-        results.append(pd.read_csv(vl))
+    results = [pd.read_csv(p) for p in (run.out / "steering" / "results.csv", run.out / "valuelocate" / "causal.csv")
+               if p.exists() and p.stat().st_size > 1]
     if results:
         with atomic_path(run.out / "results.csv") as tmp:
             pd.concat(results, ignore_index=True).to_csv(tmp, index=False)
