@@ -62,7 +62,7 @@ def machine() -> dict:
     info = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "cpu": cpu, "cores": cpu_count(),
             "memory_gib": mem_gb, "platform": platform.platform(), "loadavg_start": loadavg()}
     try:
-        from mechvalue._io import package_versions
+        from mechvalue.core.artifacts import package_versions
 
         info["versions"] = package_versions()
     except Exception as exc:  # noqa: BLE001 - informational only
@@ -127,8 +127,8 @@ def chat_examples(n: int, *, mode: str = "half"):
     their count. ``mode="cycle"``: an endless deterministic sequence alternating intrinsic and
     prompted examples (prefixes of it have the same mix, so sizes are comparable).
     """
-    from mechvalue.data import load_queries, load_system_prompts
-    from mechvalue.prompts import chat
+    from mechvalue.data.bundled import load_queries, load_system_prompts
+    from mechvalue.lm.prompts import chat
 
     queries = [q.text for q in load_queries()]
     systems = [s.text for s in load_system_prompts()]

@@ -5,12 +5,12 @@ runs at >= 0.85 x the throughput of a plain ``model(tokens)`` on the same batche
 
 Method:
 - build N chat prompts from the bundled queries, half intrinsic and half with a value
-  system prompt; tokenize them once with ``mechvalue.prompts.iter_batches`` (batch size B);
+  system prompt; tokenize them once with ``mechvalue.lm.prompts.iter_batches`` (batch size B);
 - variants, all under ``torch.inference_mode``:
   ``plain_logits`` = ``model(tokens)`` (full logits, the issue's reference);
   ``plain_none``   = ``model(tokens, return_type=None)`` (no unembedding: the forward
   ``collect`` itself runs, reported for honesty);
-  ``collect``      = ``mechvalue.collect.collect`` on exactly the examples of that batch
+  ``collect``      = ``mechvalue.lm.collect.collect`` on exactly the examples of that batch
   (it re-tokenizes them, so tokenization, hook registration and accumulation are
   included; its batch has the same shape, which is checked);
 - warm up each variant, then for each repetition and each batch run the variants
@@ -57,10 +57,10 @@ def main(argv=None) -> dict:
     import torch
 
     threads = C.set_threads(args.threads)
-    from mechvalue.collect import _Accumulator, collect
-    from mechvalue.hooks import mlp_hook, resid_hook
-    from mechvalue.models import load_model
-    from mechvalue.prompts import encode, iter_batches
+    from mechvalue.core.hooks import mlp_hook, resid_hook
+    from mechvalue.lm.collect import _Accumulator, collect
+    from mechvalue.lm.models import load_model
+    from mechvalue.lm.prompts import encode, iter_batches
 
     machine = C.machine()
     machine["torch_threads"] = threads

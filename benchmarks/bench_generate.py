@@ -33,7 +33,7 @@ Method:
   rotating order (interleaving spreads drift and noise from other processes evenly); report
   median times over repetitions, and, as a robust second estimate, the median over
   decode steps of per-step forward-time ratios (the forward calls are timed by a thin
-  wrapper around ``mechvalue.generation._forward`` / HF module hooks on the top module);
+  wrapper around ``mechvalue.lm.generation._forward`` / HF module hooks on the top module);
 - profile (separate short run, ``--profile-tokens``): per decode step, time spent in
   TransformerLens components (QKV, KV concat, rotary, scores, causal mask, z, MLP, norms,
   unembed, the mechvalue hook) vs the HF ones (rotary, cache update, SDPA, MLP, norms,
@@ -181,11 +181,11 @@ def main(argv=None) -> dict:
     threads = C.set_threads(args.threads)
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    import mechvalue.generation as G
-    import mechvalue.interventions as mvi
-    from mechvalue.interventions import AddVector
-    from mechvalue.models import load_model, offline_gguf_path
-    from mechvalue.prompts import prompt_text, tokenize
+    import mechvalue.interventions.install as mvi
+    import mechvalue.lm.generation as G
+    from mechvalue.interventions.install import AddVector
+    from mechvalue.lm.models import load_model, offline_gguf_path
+    from mechvalue.lm.prompts import prompt_text, tokenize
 
     machine = C.machine()
     machine["torch_threads"] = threads

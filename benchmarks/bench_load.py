@@ -40,7 +40,7 @@ def child(cache_dir: str, threads: int | None) -> dict:
     import torch  # noqa: F401
     import transformer_lens  # noqa: F401
 
-    import mechvalue.models as M
+    import mechvalue.lm.models as M
 
     C.set_threads(threads)
     import_s = time.perf_counter() - t0

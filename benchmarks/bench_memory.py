@@ -125,9 +125,9 @@ def child(n: int, layers_spec: str, batch_size: int, threads: int | None, prompt
     import torch
 
     C.set_threads(threads)
-    from mechvalue.collect import collect
-    from mechvalue.models import load_model
-    from mechvalue.prompts import iter_batches
+    from mechvalue.lm.collect import collect
+    from mechvalue.lm.models import load_model
+    from mechvalue.lm.prompts import iter_batches
 
     t0 = time.perf_counter()
     model = load_model(device="cpu")

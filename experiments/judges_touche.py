@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from mechvalue.judges import ClassifierJudge, LexiconJudge, evaluate_judge_on_touche
-from mechvalue.models import load_model
-from mechvalue.public_data import load_touche
+from mechvalue.data.public import load_touche
+from mechvalue.evaluate.judges import ClassifierJudge, LexiconJudge, evaluate_judge_on_touche
+from mechvalue.lm.models import load_model
 
 
 class _Relevance:

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from mechvalue import load_dilemmas, load_model, load_portraits, load_system_prompts
-from mechvalue._io import atomic_path
-from mechvalue.evaluate import dilemma_preference, questionnaire
-from mechvalue.metrics import paired_difference, results_frame
-from mechvalue.values import VALUES
+from mechvalue.analysis.metrics import paired_difference, results_frame
+from mechvalue.core.artifacts import atomic_path
+from mechvalue.core.values import VALUES
+from mechvalue.evaluate.scores import dilemma_preference, questionnaire
 
 
 def main() -> None:

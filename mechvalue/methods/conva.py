@@ -24,16 +24,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._io import load_tensors, save_tensors
-from ..collect import collect
-from ..data import ContrastPair, load_pairs
-from ..errors import CorruptFileError, MechvalueError
-from ..hooks import resid_hook
-from ..interventions import AddVector, PerBatch, RunContext, intervene
-from ..models import model_info
-from ..prompts import Example, chat, raw, tokenize
-from ..values import canonical
-from ..vectors import Probe, push_amount, train_probe
+from mechvalue.analysis.vectors import Probe, push_amount, train_probe
+from mechvalue.core.artifacts import load_tensors, save_tensors
+from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.hooks import resid_hook
+from mechvalue.core.values import canonical
+from mechvalue.data.bundled import ContrastPair, load_pairs
+from mechvalue.interventions.install import AddVector, PerBatch, RunContext, intervene
+from mechvalue.lm.collect import collect
+from mechvalue.lm.models import model_info
+from mechvalue.lm.prompts import Example, chat, raw, tokenize
 
 #: the authors' P0 per value (Llama-2-7b-chat), without and with the negative prompt (§6.8)
 P0 = {"achievement": 0.97, "stimulation": 0.93, "hedonism": 0.88, "self_direction": 0.95, "power": 0.90,
@@ -232,7 +232,7 @@ def caa(vectors: ValueVectors, coefficient: float = 1.0, *, layers: Sequence[int
 
 def negative_prompt(value: str) -> str:
     """The authors' adversarial system line: the model has a low level of the value (§6.10)."""
-    from ..values import DEFINITIONS
+    from mechvalue.core.values import DEFINITIONS
 
     v = canonical(value)
     name = v.replace("_", "-")

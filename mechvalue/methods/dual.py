@@ -32,25 +32,25 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .._io import load_tensors, save_tensors, write_json_atomic
-from ..errors import MechvalueError
-from ..hooks import check_layers
-from ..models import model_info
-from ..values import VALUES, canonical_list, load_angles
-from .dual_causal import _steering, calibrate_alpha, causal_tests, steering_vectors
-from .dual_responses import (
+from mechvalue.core.artifacts import load_tensors, save_tensors, write_json_atomic
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.hooks import check_layers
+from mechvalue.core.values import VALUES, canonical_list, load_angles
+from mechvalue.lm.models import model_info
+from mechvalue.methods.dual_causal import calibrate_alpha, causal_tests, steering_step, steering_vectors
+from mechvalue.methods.dual_responses import (
     CONTRASTS,
     NORMALIZE,
     STEERING_EXTRAS,
     VECTOR_TYPES,
     DualConfig,
-    _fingerprint,
+    fingerprint,
     generate_responses,
     judge_name,
     label_responses,
     plan_responses,
 )
-from .dual_vectors import (
+from mechvalue.methods.dual_vectors import (
     DualVectors,
     contrast_groups,
     dual_axes,
@@ -117,7 +117,7 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
     if layer not in layers:
         raise MechvalueError(f"the analysis layer {layer} is not among the extraction layers {layers}")
     if judge is None:
-        from ..judges import LexiconJudge
+        from mechvalue.evaluate.judges import LexiconJudge
 
         judge = LexiconJudge()
     if not callable(getattr(judge, "judge", None)):
@@ -132,7 +132,7 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
     labels = label_responses(responses, judge, values, out / "labels.jsonl", threshold=threshold)
     tick("labels")
     used = [r for r in responses if r["response"].strip()]
-    vec_fp = _fingerprint([[(r["id"], r["response"]) for r in used], labels.sort_values(["id", "value"]).to_dict(
+    vec_fp = fingerprint([[(r["id"], r["response"]) for r in used], labels.sort_values(["id", "value"]).to_dict(
         "records"), layers, config.hook, config.contrast, config.min_group, model_meta])
     vpath = out / "vectors.safetensors"
     vectors = DualVectors.load(vpath, model=model) if vpath.exists() else None
@@ -156,7 +156,7 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
                                                           seed=config.seed)
     tick("structure")
     res["cosine_matrix"] = mats.get("shared", pd.DataFrame(columns=["value"]))
-    res["steering"], res["calibration"] = _steering(model, vectors, res["neuron_classes"], values, layer, config,
+    res["steering"], res["calibration"] = steering_step(model, vectors, res["neuron_classes"], values, layer, config,
                                                     mmlu, out, vec_fp, {r["query_id"] for r in responses},
                                                     progress)
     tick("steering")

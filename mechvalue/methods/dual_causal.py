@@ -1,7 +1,7 @@
 """Dual mechanisms, part 4: alpha calibration and causal tests at one layer (methods.md §5.4, §5.10).
 
 Steering with the four vector types (alpha calibrated on MMLU), scaling neuron classes,
-random-direction and random-neuron controls, diversity; :func:`_steering` is the resumable
+random-direction and random-neuron controls, diversity; :func:`steering_step` is the resumable
 step of :func:`mechvalue.methods.dual.run_dual`. Re-exported by :mod:`mechvalue.methods.dual`.
 """
 
@@ -18,19 +18,26 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .._io import write_json_atomic
-from ..data import load_dilemmas, load_portraits, load_queries
-from ..errors import MechvalueError
-from ..evaluate import dilemma_preference, mmlu_accuracy, questionnaire
-from ..generation import generate
-from ..interventions import AddVector, ScaleNeurons
-from ..metrics import RESULT_COLUMNS, bootstrap_ci, distinct_n, ead_n, paired_difference, results_frame
-from ..neurons import AngleClasses, NeuronSet, matched_random
-from ..prompts import chat
-from ..values import canonical_list
-from ..vectors import random_directions
-from .dual_responses import NORMALIZE, STEERING_EXTRAS, VECTOR_TYPES, DualConfig, _fingerprint, _seed
-from .dual_vectors import DualVectors
+from mechvalue.analysis.metrics import RESULT_COLUMNS, bootstrap_ci, distinct_n, ead_n, paired_difference, results_frame
+from mechvalue.analysis.neurons import AngleClasses, NeuronSet, matched_random
+from mechvalue.analysis.vectors import random_directions
+from mechvalue.core.artifacts import write_json_atomic
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.values import canonical_list
+from mechvalue.data.bundled import load_dilemmas, load_portraits, load_queries
+from mechvalue.evaluate.scores import dilemma_preference, mmlu_accuracy, questionnaire
+from mechvalue.interventions.install import AddVector, ScaleNeurons
+from mechvalue.lm.generation import generate
+from mechvalue.lm.prompts import chat
+from mechvalue.methods.dual_responses import (
+    NORMALIZE,
+    STEERING_EXTRAS,
+    VECTOR_TYPES,
+    DualConfig,
+    derived_seed,
+    fingerprint,
+)
+from mechvalue.methods.dual_vectors import DualVectors
 
 # ------------------------------------------------------------------ 5. causal tests
 
@@ -95,7 +102,7 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
     vecs = steering_vectors(vectors, value, layer, config.steer_normalize)
     arms = [(k, {"vector_type": k, "alpha": alpha, "norm": float(vecs[k].norm())},
              AddVector(layer, vecs[k], alpha, hook=hook)) for k in VECTOR_TYPES]
-    rand = random_directions(vecs["prompted"], config.n_random, seed=_seed(config.seed, value, "random"))
+    rand = random_directions(vecs["prompted"], config.n_random, seed=derived_seed(config.seed, value, "random"))
     arms += [("random_direction", {"vector_type": "random", "alpha": alpha, "seed": s, "norm": float(r.norm())},
               AddVector(layer, r, alpha, hook=hook)) for s, r in enumerate(rand)]
     mine = classes[(classes.value == value) & (classes.layer == layer)]
@@ -109,7 +116,8 @@ def causal_tests(model, vectors: DualVectors, classes: pd.DataFrame, value: str,
             arms.append(("neurons", {"neuron_class": c, "beta": beta, "n_neurons": len(idx)},
                          ScaleNeurons(layer, idx, beta)))
             for s in range(config.n_random):
-                rnd = matched_random(as_set(idx), model.cfg.d_mlp, seed=_seed(config.seed, value, c, s), exclude=kept)
+                rnd = matched_random(as_set(idx), model.cfg.d_mlp, seed=derived_seed(config.seed, value, c, s),
+                                     exclude=kept)
                 arms.append(("random_neurons", {"neuron_class": f"random:{c}", "beta": beta, "seed": s,
                                                 "n_neurons": len(rnd)}, ScaleNeurons(layer, rnd.indices, beta)))
     rows, pooled = [], {}
@@ -136,7 +144,7 @@ def _diversity(model, vecs, value, layer, alpha, config, queries) -> list[dict]:
         return []
     prompts, texts = [chat(q) for q in queries], {}
     kw = dict(max_new_tokens=config.diversity_tokens, temperature=config.temperature,
-              seed=_seed(config.seed, "diversity"), batch_size=config.batch_size)
+              seed=derived_seed(config.seed, "diversity"), batch_size=config.batch_size)
     texts["base"] = generate(model, prompts, **kw).texts
     for k in VECTOR_TYPES:
         texts[k] = generate(model, prompts, AddVector(layer, vecs[k], alpha, hook=config.hook), **kw).texts
@@ -155,13 +163,13 @@ def _mmlu_questions(mmlu, n: int, seed: int) -> list:
     if mmlu is None or n <= 0:
         return []
     if isinstance(mmlu, str | Path):
-        from ..public_data import load_mmlu
+        from mechvalue.data.public import load_mmlu
 
         mmlu = load_mmlu(mmlu)
     return _subset(list(mmlu), n, seed)
 
 
-def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, vec_fp: str, used_queries: set[str],
+def steering_step(model, vectors, classes, values, layer, config, mmlu, out: Path, vec_fp: str, used_queries: set[str],
               progress: bool):
     prefer = canonical_list(config.steer_values) if config.steer_values is not None else list(values)
     steer = [v for v in dict.fromkeys([*prefer, *values])
@@ -169,7 +177,7 @@ def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, v
     if not steer:
         return pd.DataFrame(columns=[*RESULT_COLUMNS, *STEERING_EXTRAS]), pd.DataFrame()
     questions = _mmlu_questions(mmlu, config.n_mmlu, config.seed)
-    cal_fp = _fingerprint([vec_fp, layer, steer, config.steer_normalize, config.alphas, config.alpha,
+    cal_fp = fingerprint([vec_fp, layer, steer, config.steer_normalize, config.alphas, config.alpha,
                            config.max_mmlu_drop, config.hook, [(q.question, q.answer) for q in questions]])
     cal_path = out / "alpha.json"
     cal = json.loads(cal_path.read_text()) if cal_path.exists() else {}
@@ -197,7 +205,7 @@ def _steering(model, vectors, classes, values, layer, config, mmlu, out: Path, v
     for v in steer:
         knobs = {k: getattr(config, k) for k in ("betas", "n_random", "n_items", "n_dilemmas", "diversity_tokens",
                                                  "temperature", "seed", "steer_normalize", "hook", "batch_size")}
-        fp = _fingerprint([cal_fp, alpha, knobs, div, classes[classes.value == v].to_dict("records")])
+        fp = fingerprint([cal_fp, alpha, knobs, div, classes[classes.value == v].to_dict("records")])
         path = out / "steering" / f"{v}.json"
         part = json.loads(path.read_text()) if path.exists() else {}
         if part.get("fingerprint") != fp:

@@ -19,17 +19,17 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..data import load_queries, load_system_prompts
-from ..errors import CorruptFileError, MechvalueError
-from ..generation import generate
-from ..models import model_info
-from ..prompts import chat
-from ..values import VALUES, canonical_list
+from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.values import VALUES, canonical_list
+from mechvalue.data.bundled import load_queries, load_system_prompts
+from mechvalue.lm.generation import generate
+from mechvalue.lm.models import model_info
+from mechvalue.lm.prompts import chat
 
 VECTOR_TYPES = ("intrinsic", "prompted", "intrinsic_perp", "prompted_perp")
 CONTRASTS = ("within", "vs_intrinsic")
 NORMALIZE = ("none", "unit", "unit_mean_norm")
-#: extra columns of the steering rows, after :data:`mechvalue.metrics.RESULT_COLUMNS`
+#: extra columns of the steering rows, after :data:`mechvalue.analysis.metrics.RESULT_COLUMNS`
 STEERING_EXTRAS = ("arm", "vector_type", "neuron_class", "alpha", "beta", "seed", "norm", "n_neurons", "ead_vocab",
                    "alpha_source")
 
@@ -100,7 +100,7 @@ class DualConfig:
 
 # ------------------------------------------------------------------ small helpers
 
-def _fingerprint(obj) -> str:
+def fingerprint(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -134,7 +134,7 @@ def judge_name(judge) -> str:
     return str(getattr(judge, "name", type(judge).__name__))
 
 
-def _seed(*parts) -> int:
+def derived_seed(*parts) -> int:
     return zlib.crc32(json.dumps(parts).encode()) & 0x7FFFFFFF
 
 
@@ -179,7 +179,7 @@ def generate_responses(model, plan: Sequence[dict], path: str | Path, *, config:
     for k, rows in tqdm(todo, desc="dual:generate", disable=not progress):
         gen = generate(model, [chat(r["query"], system=r["system"]) for r in rows],
                        max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                       seed=_seed(config.seed, k), batch_size=config.batch_size)
+                       seed=derived_seed(config.seed, k), batch_size=config.batch_size)
         new = [{**r, "response": t, "n_tokens": len(toks), "settings": settings}
                for r, t, toks in zip(rows, gen.texts, gen.tokens) if r["id"] not in done]
         _append_jsonl(path, new)

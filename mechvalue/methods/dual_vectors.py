@@ -18,15 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from .._io import load_tensors, save_tensors
-from ..collect import collect
-from ..errors import CorruptFileError, MechvalueError
-from ..hooks import check_layers, resid_hook
-from ..models import model_info
-from ..neurons import AngleClasses, angle_class_table, angle_classes
-from ..prompts import chat
-from ..values import VALUES, canonical_list, circle_coordinates
-from ..vectors import (
+from mechvalue.analysis.neurons import AngleClasses, angle_class_table, angle_classes
+from mechvalue.analysis.vectors import (
     SVDAxes,
     circumplex_fit,
     cosine_matrix,
@@ -36,7 +29,14 @@ from ..vectors import (
     procrustes_align,
     svd_axes,
 )
-from .dual_responses import CONTRASTS, VECTOR_TYPES
+from mechvalue.core.artifacts import load_tensors, save_tensors
+from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.hooks import check_layers, resid_hook
+from mechvalue.core.values import VALUES, canonical_list, circle_coordinates
+from mechvalue.lm.collect import collect
+from mechvalue.lm.models import model_info
+from mechvalue.lm.prompts import chat
+from mechvalue.methods.dual_responses import CONTRASTS, VECTOR_TYPES
 
 # ------------------------------------------------------------------ 2. value vectors
 

@@ -26,15 +26,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..collect import collect
-from ..data import load_pairs
-from ..errors import MechvalueError
-from ..hooks import mlp_hook
-from ..interventions import Lambda, ProbePush
-from ..neurons import NeuronSet
-from ..prompts import raw
-from ..values import canonical_list
-from ..vectors import train_probe
+from mechvalue.analysis.neurons import NeuronSet
+from mechvalue.analysis.vectors import train_probe
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.hooks import mlp_hook
+from mechvalue.core.values import canonical_list
+from mechvalue.data.bundled import load_pairs
+from mechvalue.interventions.install import Lambda, ProbePush
+from mechvalue.lm.collect import collect
+from mechvalue.lm.prompts import raw
 
 
 @dataclass
@@ -202,7 +202,7 @@ def edit_specs(probes: NeuronProbes, neurons: NeuronSet, *, p0: float = 0.9, rul
 
 def save_probe_pushes(path, specs: Sequence[ProbePush], **meta):
     """Save a list of :class:`ProbePush` edits (NeVA's, restricted to their neurons) to safetensors."""
-    from .._io import save_tensors
+    from mechvalue.core.artifacts import save_tensors
 
     tensors, items = {}, []
     for k, s in enumerate(specs):
@@ -219,7 +219,7 @@ def save_probe_pushes(path, specs: Sequence[ProbePush], **meta):
 
 def load_probe_pushes(path) -> list[ProbePush]:
     """Inverse of :func:`save_probe_pushes` (gates are not saved: set them with ``spec.replace(gate=...)``)."""
-    from .._io import load_tensors
+    from mechvalue.core.artifacts import load_tensors
 
     t, meta = load_tensors(path, kind="ProbePushes")
     return [ProbePush(it["hook"], t[f"{k}.w"], it["b"], it["target"], indices=t.get(f"{k}.indices"),

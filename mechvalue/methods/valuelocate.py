@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..collect import ActivationStats, collect, merge_stats
-from ..data import load_descriptions, load_scenarios
-from ..errors import MechvalueError
-from ..interventions import ScaleNeurons, SetNeurons
-from ..neurons import NeuronSet, activation_prob_delta, matched_random, threshold_sets, top_k
-from ..prompts import chat
-from ..values import OPPOSING_DIMENSIONS, canonical_dimension
+from mechvalue.analysis.neurons import NeuronSet, activation_prob_delta, matched_random, threshold_sets, top_k
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.values import OPPOSING_DIMENSIONS, canonical_dimension
+from mechvalue.data.bundled import load_descriptions, load_scenarios
+from mechvalue.interventions.install import ScaleNeurons, SetNeurons
+from mechvalue.lm.collect import ActivationStats, collect, merge_stats
+from mechvalue.lm.prompts import chat
 
 INPUT_MODES = ("question", "description+question")
 
@@ -207,7 +207,7 @@ def baseline_sets(result: ValueLocateResult, dimension: str) -> dict[str, Neuron
 
 
 def _dimension_items(df: pd.DataFrame, dimension: str, column: str) -> np.ndarray:
-    from ..values import DIMENSION_WEIGHTS
+    from mechvalue.core.values import DIMENSION_WEIGHTS
 
     w = DIMENSION_WEIGHTS[canonical_dimension(dimension)]
     sub = df[df.value.isin(list(w))]
@@ -225,8 +225,8 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     Scores: questionnaire rating (1-6) of the dimension's portrait items and dilemma
     preference (log-prob difference) of its values' dilemmas. Returns tidy rows.
     """
-    from ..evaluate import dilemma_preference, questionnaire
-    from ..metrics import paired_difference
+    from mechvalue.analysis.metrics import paired_difference
+    from mechvalue.evaluate.scores import dilemma_preference, questionnaire
 
     dim = canonical_dimension(dimension)
     opp = next(b if a == dim else a for a, b in OPPOSING_DIMENSIONS if dim in (a, b))
@@ -234,8 +234,8 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     if len(target) == 0:
         raise MechvalueError(f"no neurons selected for {dim} at tau={result.config.tau}; lower tau")
 
-    from ..data import load_dilemmas, load_portraits
-    from ..values import DIMENSION_WEIGHTS
+    from mechvalue.core.values import DIMENSION_WEIGHTS
+    from mechvalue.data.bundled import load_dilemmas, load_portraits
 
     relevant = set(DIMENSION_WEIGHTS[dim]) | set(DIMENSION_WEIGHTS[opp])  # score only what is reported
     items = [i for i in (items if items is not None else load_portraits()) if i.value in relevant]

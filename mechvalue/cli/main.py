@@ -1,0 +1,198 @@
+"""``mechvalue`` command line.
+
+    mechvalue run [--quick] [--config FILE] [--steps conva,steering] [--out runs/default]
+    mechvalue locate | extract | steer | evaluate | audit | show | export ...
+    mechvalue data check
+    mechvalue info
+
+Errors are printed on one line saying what to change; the exit status is 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from mechvalue.cli.commands import COMMANDS, cmd_data_check, cmd_info
+from mechvalue.core.errors import MechvalueError
+from mechvalue.methods.registry import CLI_METHODS
+from mechvalue.pipeline.config import STEPS
+
+EXAMPLES = """examples:
+  mechvalue run --quick                 # smoke run on the offline default model
+  mechvalue run --config run.toml --steps conva,steering
+  mechvalue steer --value benevolence --method conva "Plan my weekend"
+  mechvalue audit --layer 12 --neuron 345
+  mechvalue show runs/default           # a run's config and summary tables
+  mechvalue data check                  # counts, duplicates, context-bias per value
+  mechvalue info                        # model and package versions
+"""
+
+
+class UsageError(MechvalueError):
+    """A command line that does not parse."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 10,11,12, got {text!r}") from None
+
+
+def _model_opts() -> argparse.ArgumentParser:
+    """Model flags (a new parser per command: argparse shares the action objects of ``parents``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", default=None, help="model name, .gguf path or local folder (default: offline SmolLM2)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _steer_opts() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--value", required=True, help="the value to steer toward (name or code: benevolence, BE)")
+    p.add_argument("--method", choices=CLI_METHODS, default="conva",
+                   help="steering method (default: conva, ungated; see `mechvalue.methods.registry`)")
+    p.add_argument("--vectors", default=None, help="ConVA vectors from `mechvalue extract` (conva/caa)")
+    p.add_argument("--cache-dir", default=None, help="where vectors trained on the fly are cached")
+    p.add_argument("--layers", type=_ints, default=None, help="steering layers, e.g. 8,9,10 (default: selected)")
+    p.add_argument("--p0", type=float, default=None, help="target probe probability (conva, neva)")
+    p.add_argument("--coefficient", type=float, default=4.0, help="CAA coefficient (default 4)")
+    return p
+
+
+def _cmd(sub, name: str, help: str, examples: str, parents=()) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=help, parents=list(parents),
+                          formatter_class=argparse.RawDescriptionHelpFormatter,
+                          epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mechvalue", description=__doc__.split("\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXAMPLES)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = _cmd(sub, "run", "analyse a model's values end to end and write a run folder", """
+        mechvalue run --quick
+        mechvalue run --values benevolence,power --out runs/bp
+        mechvalue run --config run.toml --steps valuelocate,conva   # flags given win over the file""", [_model_opts()])
+    p.add_argument("--values", default=None, help="comma-separated values (default: all ten)")
+    p.add_argument("--out", default=None, help="run folder (default runs/default; reused: finished steps are skipped)")
+    p.add_argument("--quick", action="store_true", help="small smoke run (a few minutes on a CPU)")
+    p.add_argument("--config", default=None, help="JSON or TOML file; keys named like the flags set defaults")
+    p.add_argument("--steps", default=None, help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
+    p.set_defaults(dtype=None, batch_size=None, seed=None)  # unset flags fall back to the file, then the defaults
+    p = _cmd(sub, "locate", "ValueLocate: value neurons from activation-probability differences", """
+        mechvalue locate
+        mechvalue locate --tau 0.05 --max-questions 40 --out runs/locate""", [_model_opts()])
+    p.add_argument("--tau", type=float, default=0.03, help="threshold on the activation-probability difference")
+    p.add_argument("--max-questions", type=int, default=None, help="scenario questions per dimension (default all)")
+    p.add_argument("--out", default="runs/valuelocate", help="folder for neuron sets and tables")
+    p = _cmd(sub, "extract", "ConVA: train probe value vectors on every layer and save them", """
+        mechvalue extract --value benevolence
+        mechvalue extract --value power --out power.safetensors --template chat""", [_model_opts()])
+    p.add_argument("--value", required=True)
+    p.add_argument("--out", default=None, help="output file (default: the cache `steer` reads)")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--template", choices=("raw", "chat"), default="raw")
+    p.add_argument("--threshold", type=float, default=0.9, help="held-out accuracy a steering layer needs")
+    p = _cmd(sub, "steer", "generate with and without steering and print both texts", """
+        mechvalue steer --value benevolence "How should I spend my bonus?"
+        mechvalue steer --value power --method caa --max-new-tokens 80 "Describe your ideal job."
+        mechvalue steer --value SD --method prompt --layout rows "Plan my weekend." """, [_model_opts(), _steer_opts()])
+    p.add_argument("prompt", help="the user message")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--layout", choices=("auto", "columns", "rows"), default="auto",
+                   help="side by side (columns) when the terminal is wide enough, else one after the other")
+    p = _cmd(sub, "evaluate", "judge-free scores, base vs steered, with bootstrap CIs", """
+        mechvalue evaluate --value benevolence
+        mechvalue evaluate --value power --method prompt --out power_prompt.csv""", [_model_opts(), _steer_opts()])
+    p.add_argument("--out", default=None, help="also write the table as CSV")
+    p.add_argument("--max-items", type=int, default=None, help="first N portraits and dilemmas (default all)")
+    p = _cmd(sub, "audit", "a neuron's logit-lens tokens and top-activating texts", """
+        mechvalue audit --layer 12 --neuron 345
+        mechvalue audit --layer 12 --neuron 345 --k 10 --texts my_texts.txt --save audit.json""", [_model_opts()])
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--neuron", type=int, required=True)
+    p.add_argument("--k", type=int, default=5, help="examples to show")
+    p.add_argument("--hook", choices=("post", "pre", "pre_linear"), default="post")
+    p.add_argument("--texts", default=None, help="text file, one text per line (default: bundled sample)")
+    p.add_argument("--n-texts", type=int, default=256, help="size of the bundled sample")
+    p.add_argument("--label", default=None)
+    p.add_argument("--save", default=None, help="write the audit as JSON")
+    p = _cmd(sub, "show", "print a run's config and summary tables", """
+        mechvalue show runs/default""")
+    p.add_argument("run_dir")
+    p = _cmd(sub, "export", "export value vectors for llama.cpp (GGUF) or as a safetensors bundle", """
+        mechvalue export --vectors benevolence.safetensors --format gguf --out benevolence.gguf
+        mechvalue export --run runs/default --value power --format safetensors --out power.safetensors
+        llama-cli -m model.gguf --control-vector-scaled benevolence.gguf 4.0   # then, in llama.cpp""")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--vectors", help="ConVA vectors (from extract) or an earlier export")
+    src.add_argument("--run", help="a run folder holding ConVA vectors (needs --value)")
+    p.add_argument("--value", default=None)
+    p.add_argument("--format", choices=("gguf", "safetensors"), default=None, help="default: from --out's suffix")
+    p.add_argument("--out", required=True)
+    p.add_argument("--scale", type=float, default=1.0, help="multiply the (unit) directions")
+    p.add_argument("--layers", type=_ints, default=None, help="default: the selected layers")
+    p.add_argument("--source", choices=("probe", "mean_diff"), default="probe",
+                   help="probe: unit probe directions (ConVA); mean_diff: CAA's mean difference")
+    p.add_argument("--hint", default=None, help="controlvector.model_hint (default: from the vectors, else llama)")
+    d = _cmd(sub, "data", "inspect the bundled datasets", "mechvalue data check")
+    d.add_argument("action", choices=["check"], help="check: counts, duplicates, context-bias per value")
+    _cmd(sub, "info", "show the offline model path, cache folder and package versions", "mechvalue info")
+    return parser
+
+
+# ------------------------------------------------------------------ run: one RunConfig from file and flags
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse; for ``run``, build the :class:`~mechvalue.pipeline.config.RunConfig` (``args.run_config``) from
+    the ``--config`` file and the flags given (flags win), validated before anything heavy loads."""
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        return args
+    from mechvalue.pipeline.config import RunConfig, load_config_file
+
+    file = load_config_file(args.config) if args.config else {}
+    flags = {k: v for k, v in vars(args).items() if k in RunConfig.fields()}
+    args.run_config = RunConfig.build(file, flags, source=args.config or "command line")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        if args.command == "run":
+            from mechvalue.pipeline.run import run_main
+
+            run_main(args.run_config)
+        elif args.command == "data":
+            return cmd_data_check()
+        elif args.command == "info":
+            cmd_info()
+        else:
+            COMMANDS[args.command](args)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except MechvalueError as exc:
+        msg = " ".join(str(exc).split("\n"))
+        print(f"mechvalue: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mechvalue: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

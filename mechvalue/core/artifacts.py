@@ -1,0 +1,103 @@
+"""Atomic writes, run metadata and safetensors bundles with JSON metadata.
+
+Every artifact mechvalue saves is a pair ``<name>.safetensors`` (tensors) plus the JSON
+metadata stored inside the safetensors header (key ``"mechvalue"``), written atomically
+(temp file in the same folder, then ``os.replace``), so a crash never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mechvalue.core.errors import CorruptFileError
+
+FORMAT_VERSION = 1
+_TRACKED_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "gguf", "numpy", "pyvalues")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that determine numerical results, plus Python's."""
+    out = {"python": platform.python_version()}
+    for name in _TRACKED_PACKAGES:
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it into place only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; results are meant to be shared
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
+    """Save ``tensors`` and JSON-serialisable ``meta`` in one safetensors file, atomically."""
+    path = Path(path)
+    meta = {"format_version": FORMAT_VERSION, "versions": package_versions(), **meta}
+    header = {"mechvalue": json.dumps(meta, sort_keys=True, default=str)}
+    contiguous = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(contiguous, str(tmp), metadata=header)
+    return path
+
+
+def load_tensors(path: str | os.PathLike, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Load a file written by :func:`save_tensors`; check its ``kind`` if given."""
+    path = Path(path)
+    if not path.exists():
+        raise CorruptFileError(f"{path}: no such file")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CorruptFileError(f"{path}: not a readable safetensors file ({exc}); delete it and recompute") from exc
+    if "mechvalue" not in header:
+        raise CorruptFileError(f"{path}: safetensors file without mechvalue metadata; was it written by mechvalue?")
+    try:
+        meta = json.loads(header["mechvalue"])
+    except json.JSONDecodeError as exc:
+        raise CorruptFileError(f"{path}: metadata is not valid JSON ({exc})") from exc
+    if kind is not None and meta.get("kind") != kind:
+        raise CorruptFileError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
+    return tensors, meta

@@ -1,0 +1,30 @@
+"""Datasets: the bundled value datasets (:mod:`.bundled`), public datasets read by path (:mod:`.public`,
+:mod:`.mmlu`) and dataset synthesis through an OpenAI-compatible endpoint (:mod:`.synthesize`).
+
+The bundled loaders and record types are re-exported here (``from mechvalue.data import load_pairs``).
+"""
+
+from mechvalue.data.bundled import (
+    ContrastPair,
+    Dilemma,
+    PortraitItem,
+    Query,
+    ScenarioQuestion,
+    SystemPrompt,
+    ValueDescription,
+    check_data,
+    context_bias,
+    data_dir,
+    load_descriptions,
+    load_dilemmas,
+    load_pairs,
+    load_portraits,
+    load_queries,
+    load_scenarios,
+    load_system_prompts,
+    read_jsonl,
+)
+
+__all__ = ["ContrastPair", "Dilemma", "PortraitItem", "Query", "ScenarioQuestion", "SystemPrompt", "ValueDescription",
+           "check_data", "context_bias", "data_dir", "load_descriptions", "load_dilemmas", "load_pairs",
+           "load_portraits", "load_queries", "load_scenarios", "load_system_prompts", "read_jsonl"]

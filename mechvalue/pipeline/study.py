@@ -1,0 +1,198 @@
+"""The steering study: every method on every target value, every value scored (issues #8, #9).
+
+For each target value ``t`` and each arm (no edit, a value system prompt, CAA, ConVA without
+and with its relevance gate, NeVA, NeVA's edit on matched random neurons) the same items are
+scored:
+
+- judged: greedy generations for value-relevant prompts (the questions of a sample of the
+  target's dilemmas, as ConVA evaluates on value-related questions), scored by a judge on all
+  ten values (``[query, value]``): the target column gives control success
+  (CSR: score > 0.5 counts as "yes"), the others the leakage row; fluency is the perplexity
+  of the generation under the unmodified model, diversity its Distinct-2;
+- judge-free: dilemma preference on the target's dilemmas (log P(value answer) - log
+  P(conflicting answer));
+- capability: MMLU accuracy on a slice of questions per target (pooled over targets), the
+  arm's edit and gate active.
+
+Everything is paired with the base arm on the same items; CIs are percentile bootstraps
+over items (and over targets for pooled figures). Leakage matrices, NLR and NGLR follow
+:mod:`mechvalue.analysis.metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mechvalue.analysis.metrics import (
+    bootstrap_ci,
+    distinct_n,
+    nglr_group_group,
+    nglr_target_group,
+    nlr,
+    paired_difference,
+)
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.values import VALUES
+from mechvalue.evaluate.judges import judge_many
+from mechvalue.evaluate.scores import dilemma_preference, mmlu_accuracy, perplexity
+from mechvalue.lm.generation import generate
+from mechvalue.lm.prompts import chat
+from mechvalue.methods.registry import METHOD_NAMES, SteeringInputs, build_all
+
+ARMS = METHOD_NAMES  # one arm per registered steering method
+
+
+@dataclass
+class StudyConfig:
+    """Sizes of the study (defaults fit the 30-minute CPU budget of ``mechvalue run`` on SmolLM2)."""
+
+    n_queries: int = 6
+    max_new_tokens: int = 32
+    n_dilemmas: int = 5
+    n_mmlu: int = 80
+    mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva", "caa", "neva")
+    caa_coefficient: float = 1.0
+    gate_threshold: float = 0.5
+    gate_all: bool = False
+    batch_size: int = 16
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> StudyConfig:
+        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=2, n_mmlu=16)
+
+
+def prompt_gate(judge, value: str, threshold: float) -> Callable[[list[str]], np.ndarray]:
+    """``texts -> bools``: the judge's relevance of each prompt to ``value`` is at least ``threshold``."""
+    if not 0 <= threshold <= 1:
+        raise MechvalueError(f"gate threshold must be in [0, 1], got {threshold}")
+    return lambda texts: np.asarray(judge.relevance(list(texts), value)) >= threshold
+
+
+def build_arms(target: str, *, vectors, neva: Sequence, random_neurons: Sequence, judge, cfg: StudyConfig,
+               system_prompt: str, p0: float) -> dict[str, tuple[object, str | None]]:
+    """``arm -> (interventions, system prompt)`` for one target value, one arm per registered steering method.
+
+    ``vectors``: the target's ConVA :class:`~mechvalue.methods.conva.ValueVectors`; ``neva`` and
+    ``random_neurons``: NeVA's edit specs on its selected neurons and on matched random ones.
+    ConVA runs with and without the judge's relevance gate; CAA, NeVA and the random-neuron
+    control run ungated unless ``cfg.gate_all`` (then behind the same gate as ConVA).
+    See :data:`mechvalue.methods.registry.STEERING_METHODS`.
+    """
+    inputs = SteeringInputs(target, vectors=vectors, neva=tuple(neva), random_neurons=tuple(random_neurons),
+                            system_prompt=system_prompt, gate=prompt_gate(judge, target, cfg.gate_threshold),
+                            p0=p0, caa_coefficient=cfg.caa_coefficient, gate_all=cfg.gate_all)
+    return build_all(inputs, ARMS)
+
+
+def score_arm(model, arm: str, interventions, system: str | None, *, target: str, queries: Sequence[str], dilemmas,
+              mmlu, judge, cfg: StudyConfig, base_model_ppl: bool = True) -> dict:
+    """Raw per-item measurements of one arm for one target (lists, JSON-friendly)."""
+    prompts = [chat(q, system=system) for q in queries]
+    gen = generate(model, prompts, interventions, max_new_tokens=cfg.max_new_tokens, temperature=0.0,
+                   seed=cfg.seed, batch_size=cfg.batch_size)
+    judged = judge_many(judge, gen.texts, VALUES)  # [query, value]
+    ppl = perplexity(model, [chat(q) for q in queries], gen.texts, batch_size=cfg.batch_size)
+    dil = dilemma_preference(model, dilemmas, interventions, system=system, batch_size=cfg.batch_size)
+    out = {"arm": arm, "target": target, "texts": gen.texts, "judged": judged.tolist(), "ppl": ppl.tolist(),
+           "dilemma_pref": dil.pref.tolist(), "dilemma_win": dil.win.tolist()}
+    if mmlu and arm in cfg.mmlu_arms:
+        out["mmlu"] = mmlu_accuracy(model, mmlu, interventions, batch_size=cfg.batch_size).tolist()
+    return out
+
+
+# ------------------------------------------------------------------ analysis (pure)
+
+def judged_array(records: Sequence[dict], arm: str, targets: Sequence[str]) -> np.ndarray:
+    """``[target, query, value]`` judged scores of ``arm``."""
+    by = {(r["arm"], r["target"]): r for r in records}
+    missing = [t for t in targets if (arm, t) not in by]
+    if missing:
+        raise MechvalueError(f"no records of arm {arm!r} for targets {missing}")
+    return np.stack([np.asarray(by[(arm, t)]["judged"], float) for t in targets])
+
+
+def leakage_matrix(steered: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``[target, value]`` mean paired score change over queries (inputs ``[target, query, value]``)."""
+    if steered.shape != base.shape or steered.ndim != 3:
+        raise MechvalueError(f"steered and base must both be [target, query, value], got {steered.shape}, "
+                             f"{base.shape}")
+    return (steered - base).mean(1)
+
+
+def nlr_ci(steered: np.ndarray, base: np.ndarray, targets: Sequence[str], *, n_boot: int = 500,
+           seed: int = 0) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Per-target NLR and the mean NLR with a bootstrap CI over queries (resampled per target)."""
+    per_target = nlr(leakage_matrix(steered, base), targets, VALUES)
+    rng = np.random.default_rng(seed)
+    n = steered.shape[1]
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        boots.append(np.mean(nlr(leakage_matrix(steered[:, idx], base[:, idx]), targets, VALUES)))
+    lo, hi = np.quantile(boots, [0.025, 0.975])
+    return per_target, (float(np.mean(per_target)), float(lo), float(hi))
+
+
+def analyse(records: Sequence[dict], targets: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """Tidy results, the per-method summary, leakage matrices and NGLR tables from the raw records."""
+    targets = list(targets)
+    arms = [a for a in ARMS if all(any(r["arm"] == a and r["target"] == t for r in records) for t in targets)]
+    if "base" not in arms:
+        raise MechvalueError("the study needs the base arm for every target")
+    by = {(r["arm"], r["target"]): r for r in records}
+    base_j = judged_array(records, "base", targets)
+    rows, summary, tables = [], [], {}
+    for arm in arms:
+        arm_j = judged_array(records, arm, targets)
+        ti = [VALUES.index(t) for t in targets]
+        csr = np.concatenate([(arm_j[k, :, ti[k]] > 0.5).astype(float) for k in range(len(targets))])
+        gain = np.concatenate([arm_j[k, :, ti[k]] - base_j[k, :, ti[k]] for k in range(len(targets))])
+        d_pref = np.concatenate([np.asarray(by[(arm, t)]["dilemma_pref"]) - np.asarray(by[("base", t)]["dilemma_pref"])
+                                 for t in targets])
+        win = np.concatenate([np.asarray(by[(arm, t)]["dilemma_win"]) for t in targets])
+        ppl = np.concatenate([np.asarray(by[(arm, t)]["ppl"], float) for t in targets])
+        ppl = ppl[np.isfinite(ppl)]
+        texts = [x for t in targets for x in by[(arm, t)]["texts"]]
+        row = {"method": arm}
+        for name, x in (("control_success", csr), ("judged_gain", gain), ("dilemma_gain", d_pref),
+                        ("dilemma_win", win), ("perplexity", ppl)):
+            est, lo, hi = bootstrap_ci(x) if len(x) else (np.nan, np.nan, np.nan)
+            row.update({name: est, f"{name}_ci_low": lo, f"{name}_ci_high": hi})
+            rows.append({"method": arm, "target": "all", "value": "target", "metric": name, "estimate": est,
+                         "ci_low": lo, "ci_high": hi, "n": len(x)})
+        row["distinct_2"] = distinct_n(texts, 2) if any(t.strip() for t in texts) else np.nan
+        if all("mmlu" in by[(arm, t)] for t in targets):
+            acc = np.concatenate([np.asarray(by[(arm, t)]["mmlu"]) for t in targets])
+            est, lo, hi = bootstrap_ci(acc)
+            row.update({"mmlu": est, "mmlu_ci_low": lo, "mmlu_ci_high": hi})
+            rows.append({"method": arm, "target": "all", "value": None, "metric": "mmlu", "estimate": est,
+                         "ci_low": lo, "ci_high": hi, "n": len(acc)})
+        if arm != "base":
+            per_t, (m, lo, hi) = nlr_ci(arm_j, base_j, targets)
+            row.update({"nlr": m, "nlr_ci_low": lo, "nlr_ci_high": hi})
+            delta = leakage_matrix(arm_j, base_j)
+            tables[f"leakage_{arm}"] = pd.DataFrame(delta, index=pd.Index(targets, name="target"), columns=VALUES)
+            tables[f"nglr_target_group_{arm}"] = nglr_target_group(delta, targets, VALUES).rename_axis("target")
+            tables[f"nglr_group_group_{arm}"] = nglr_group_group(delta, targets, VALUES).rename_axis("group")
+            for k, t in enumerate(targets):
+                for j, v in enumerate(VALUES):
+                    est, lo, hi = paired_difference(arm_j[k, :, j], base_j[k, :, j])
+                    rows.append({"method": arm, "target": t, "value": v, "metric": "judged_delta", "estimate": est,
+                                 "ci_low": lo, "ci_high": hi, "n": arm_j.shape[1]})
+                rows.append({"method": arm, "target": t, "value": t, "metric": "nlr", "estimate": float(per_t[k]),
+                             "ci_low": np.nan, "ci_high": np.nan, "n": arm_j.shape[1]})
+                est, lo, hi = paired_difference(by[(arm, t)]["dilemma_pref"], by[("base", t)]["dilemma_pref"])
+                rows.append({"method": arm, "target": t, "value": t, "metric": "dilemma_delta", "estimate": est,
+                             "ci_low": lo, "ci_high": hi, "n": len(by[(arm, t)]["dilemma_pref"])})
+        summary.append(row)
+    radar = [{"method": arm, "value": t, "score": float(judged_array(records, arm, [t])[0, :, VALUES.index(t)].mean())}
+             for arm in arms for t in targets]
+    tables["summary"] = pd.DataFrame(summary)
+    tables["results"] = pd.DataFrame(rows)
+    tables["radar"] = pd.DataFrame(radar)
+    return tables

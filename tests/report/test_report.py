@@ -1,0 +1,252 @@
+"""The HTML report of a synthetic run folder, checked in a headless browser (skipped without Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mechvalue.core.errors import MechvalueError
+from mechvalue.core.values import GROUP_SETS, VALUES
+from mechvalue.report import anchors, browser
+from mechvalue.report import html as report
+
+METHODS = ("base", "prompting", "caa", "conva_nogate", "conva", "neva", "random_neurons")
+DIMS = ("openness_to_change", "conservation", "self_transcendence", "self_enhancement")
+N_LAYERS = 8
+
+
+def _csv(path, df):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(path, index=False)
+
+
+def _matrix(first, rows, cols, rng, lo=-0.2, hi=0.8):
+    df = pd.DataFrame(rng.uniform(lo, hi, (len(rows), len(cols))), columns=list(cols))
+    df.insert(0, first, list(rows))
+    return df
+
+
+def make_synthetic_run(run_dir, seed: int = 0):
+    """Write a clearly SYNTHETIC run folder (made-up numbers, small) with every file the report reads."""
+    rng = np.random.default_rng(seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({
+        "command": "run --synthetic", "model": {"model_id": "SYNTHETIC-model", "processing": "none", "n_layers": 8},
+        "values": list(VALUES), "seed": seed, "quick": True, "versions": {"mechvalue": "0.1.0", "torch": "x"},
+        "started": "2025-01-01T00:00:00", "wall_seconds": 126.0}))
+    _csv(run_dir / "results.csv", pd.DataFrame(
+        [{"method": m, "target": v, "value": v, "metric": "control_success", "estimate": rng.uniform(),
+          "ci_low": 0.1, "ci_high": 0.9, "n": 20, "extra": "x"} for m in METHODS for v in VALUES]))
+    summary = pd.DataFrame({"method": METHODS})
+    for m, (lo, hi) in {"control_success": ("cs_ci_low", "cs_ci_high"), "judged": ("judged_ci_low", "judged_ci_high"),
+                        "nlr": ("nlr_ci_low", "nlr_ci_high"), "perplexity": ("ppl_ci_low", "ppl_ci_high"),
+                        "mmlu": ("mmlu_ci_low", "mmlu_ci_high")}.items():
+        est = rng.uniform(0.2, 0.8, len(METHODS))
+        summary[m], summary[lo], summary[hi] = est, est - 0.05, est + 0.05
+    summary["judged_gain"], summary["judged_gain_ci_low"], summary["judged_gain_ci_high"] = 0.1, 0.0, 0.2
+    summary.loc[0, "nlr"] = np.nan  # NaNs are allowed
+    _csv(run_dir / "steering" / "summary.csv", summary)
+    groups = list(GROUP_SETS["HO4"])
+    for m in ("conva", "neva"):
+        _csv(run_dir / "steering" / f"leakage_{m}.csv", _matrix("target", VALUES, VALUES, rng))
+        _csv(run_dir / "steering" / f"nglr_target_group_{m}.csv", _matrix("target", VALUES, groups, rng, 0, 2))
+        _csv(run_dir / "steering" / f"nglr_group_group_{m}.csv", _matrix("group", groups, groups, rng, 0, 2))
+    _csv(run_dir / "steering" / "radar.csv", pd.DataFrame(
+        [{"method": m, "value": v, "score": rng.uniform(3, 5)} for m in ("base", "conva", "neva") for v in VALUES]))
+    vl = run_dir / "valuelocate"
+    _csv(vl / "fraction_vs_tau.csv", pd.DataFrame({"tau": [0.01, 0.03, 0.05], "n_selected": [300, 40, 5],
+                                                   "fraction": [0.02, 0.003, 0.0004]}))
+    _csv(vl / "layer_counts.csv", pd.DataFrame(
+        [{"set": d, "layer": la, "relative_depth": la / (N_LAYERS - 1), "count": int(rng.integers(0, 6))}
+         for d in DIMS for la in range(N_LAYERS)]))
+    rows = []
+    for d in DIMS:
+        for f in (1.0, 2.0, 4.0):
+            for arm, meth in (("valuelocate", "valuelocate"), ("random#0", "random_neurons"),
+                              ("random#1", "random_neurons")):
+                e = 0.1 * f if meth == "valuelocate" else rng.normal(0, 0.02)
+                for metric in ("delta_questionnaire", "delta_dilemma_pref"):
+                    rows.append({"method": meth, "arm": arm, "target": d, "value": d, "metric": metric, "factor": f,
+                                 "estimate": e, "ci_low": e - 0.05, "ci_high": e + 0.05, "n": 10, "n_neurons": 12})
+    _csv(vl / "causal.csv", pd.DataFrame(rows))
+    cv = run_dir / "conva"
+    _csv(cv / "probe_accuracy.csv", pd.DataFrame(
+        [{"value": v, "layer": la, "accuracy": 0.5 + 0.06 * la, "selected": la in (4, 5)}
+         for v in VALUES for la in range(N_LAYERS)]))
+    cos = np.clip(rng.normal(0.3, 0.3, (10, 10)), -1, 1)
+    np.fill_diagonal(cos, 1.0)
+    _csv(cv / "cosine_matrix.csv", pd.DataFrame(cos, columns=VALUES).assign(value=VALUES)[["value", *VALUES]])
+    nv = run_dir / "neva"
+    _csv(nv / "probe_accuracy.csv", pd.DataFrame(
+        [{"value": v, "layer": la, "accuracy": rng.uniform(0.6, 1.0)} for v in VALUES for la in (3, 5)]))
+    _csv(nv / "jaccard.csv", _matrix("value", VALUES, VALUES, rng, 0, 1))
+    _csv(nv / "neurons.csv", pd.DataFrame(
+        [{"value": v, "layer": int(rng.integers(0, N_LAYERS)), "index": int(rng.integers(0, 64)),
+          "score": rng.uniform(), "sign": int(rng.choice([-1, 1]))} for v in VALUES for _ in range(5)]))
+    du = run_dir / "dual"
+    _csv(du / "cosines.csv", pd.DataFrame(
+        [{"value": v, "layer": la, "cos_intrinsic_prompted": rng.uniform(0.2, 0.9),
+          "retained_norm_prompted_perp": rng.uniform(0.3, 0.7), "retained_norm_intrinsic_perp": rng.uniform(0.3, 0.7)}
+         for v in VALUES for la in range(N_LAYERS)]))
+    _csv(du / "class_counts.csv", pd.DataFrame(
+        [{"value": v, "layer": la, "shared": int(rng.integers(0, 9)), "intrinsic": int(rng.integers(0, 5)),
+          "prompted": int(rng.integers(0, 5))} for v in VALUES for la in (4, 5)]))
+    _csv(du / "neuron_classes.csv", pd.DataFrame(
+        [{"value": v, "layer": la, "neuron": i, "class": rng.choice(["shared", "intrinsic", "prompted", "unassigned"]),
+          "angle": rng.uniform(0, 90), "proj_norm": rng.uniform(), "x": rng.normal(), "y": rng.normal()}
+         for v in VALUES for la in (4, 5) for i in range(8)]))
+    steer = []  # shaped like mechvalue.methods.dual.causal_tests rows
+    for v in VALUES:
+        def row(metric, arm, v=v, **extra):
+            e = rng.uniform(0, 2)
+            return {"method": "dual", "target": v, "value": v, "metric": metric, "estimate": e, "ci_low": e - 0.3,
+                    "ci_high": e + 0.3, "n": 8, "arm": arm, "vector_type": None, "neuron_class": None, **extra}
+        for t in ("intrinsic", "prompted", "intrinsic_perp", "prompted_perp"):
+            steer += [row(m, t, vector_type=t) for m in ("delta_questionnaire", "delta_dilemma_pref", "distinct_2")]
+        steer += [row("delta_questionnaire", "random_direction", vector_type="random", seed=s) for s in (0, 1)]
+        steer.append(row("delta_questionnaire", "random_direction_pooled", vector_type="random"))
+        for beta in (2.0, 4.0):
+            steer += [row("delta_questionnaire", "neurons", neuron_class=c, beta=beta)
+                      for c in ("shared", "intrinsic", "prompted")]
+            steer.append(row("delta_questionnaire", "random_neurons", neuron_class="random", beta=beta, seed=0))
+    _csv(du / "steering.csv", pd.DataFrame(steer))
+    theta = np.deg2rad(np.arange(10) * 36.0)
+    _csv(du / "circumplex.csv", pd.DataFrame({"value": VALUES, "x": np.cos(theta + 0.2), "y": np.sin(theta + 0.2),
+                                              "theory_x": np.cos(theta), "theory_y": np.sin(theta)}))
+    _csv(du / "cosine_matrix.csv", pd.DataFrame(cos, columns=VALUES).assign(value=VALUES)[["value", *VALUES]])
+    (du / "structure.json").write_text(json.dumps({"r2": 0.65, "p_value": 0.01, "null_mean": 0.2,
+                                                   "delta_share": 0.55, "layer": 5}))
+    au = run_dir / "audits"
+    au.mkdir()
+    for k, (kind, index) in enumerate((("neuron", 17), ("direction", None))):
+        toks = ["I", " value", " <honesty>", " &", " care"]
+        (au / f"audit_{k}.json").write_text(json.dumps({
+            "kind": kind, "layer": 5, "index": index, "label": f"synthetic audit {k}",
+            "examples": [{"text": "".join(toks), "tokens": toks, "acts": list(rng.normal(size=5)), "max": float(m),
+                          "argmax": 2} for m in (1.0, 3.0)]}))
+    return run_dir
+
+
+FIGURES = ["comparison_bars", "comparison_radar", "valuelocate_fraction_vs_tau", "valuelocate_layers",
+           "valuelocate_causal", "conva_probe_accuracy", "conva_cosines", "leakage_conva", "leakage_neva",
+           "nglr_target_group_conva", "nglr_group_group_neva", "neva_jaccard", "neva_layers", "dual_cosines",
+           "dual_retained_norm", "dual_class_counts", "dual_neuron_classes", "dual_steering", "dual_neuron_scaling",
+           "dual_circumplex", "dual_cosine_matrix", "neva_probe_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    run = make_synthetic_run(tmp_path_factory.mktemp("run"))
+    return run, report.build_report(run)
+
+
+def test_report_has_all_sections_and_figures(built):
+    run, path = built
+    assert path == run / "report.html"
+    page = path.read_text(encoding="utf-8")
+    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "audits", "results"):
+        assert f'id="{sid}"' in page
+    assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
+    assert "not in this run" not in page
+    for name in FIGURES:
+        png = run / "figures" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG", name
+        assert f'alt="{name}"' in page
+    assert page.count("data:image/png;base64,") == len(list((run / "figures").glob("*.png")))
+    assert "SYNTHETIC-model" in page and "2 min 6 s" in page
+    assert page.count('class="card"') == 2 and "&lt;honesty&gt;" in page and "rgba(" in page
+    assert page.count("outline:1px") == 4  # the argmax token of each example
+
+
+def test_report_is_self_contained(built):
+    page = built[1].read_text(encoding="utf-8")
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page, re.I)
+    assert "<link" not in page.lower() and "@import" not in page
+
+
+def test_missing_and_broken_files_give_notes(tmp_path):
+    run = make_synthetic_run(tmp_path / "run")
+    for rel in ("dual", "audits", "conva/cosine_matrix.csv"):
+        p = run / rel
+        if p.is_dir():
+            for f in p.iterdir():
+                f.unlink()
+            p.rmdir()
+        else:
+            p.unlink()
+    (run / "valuelocate" / "layer_counts.csv").write_text("set,layer\n")  # header only
+    (run / "valuelocate" / "causal.csv").write_text("\n")  # what pandas writes for an empty frame
+    (run / "conva" / "probe_accuracy.csv").write_bytes(b'value,layer\n"unclosed,1\n')  # unparseable
+    (run / "steering" / "leakage_neva.csv").write_text("target,a,b\npower,1,2\n")  # wrong shape
+    page = report.build_report(run).read_text(encoding="utf-8")
+    assert "dual/cosines.csv: not in this run." in page and "audits/*.json: not in this run." in page
+    assert '<p class="note">valuelocate/layer_counts.csv: no rows.</p>' in page
+    assert '<p class="note">valuelocate/causal.csv: empty file.</p>' in page
+    assert re.search(r'class="problem">could not render conva/probe_accuracy.csv: [^<]*', page)
+    assert re.search(r'class="problem">could not render figure leakage_neva: leakage matrix', page)
+    assert "leakage_conva" in page  # the other files still render
+
+
+def test_minimal_and_absent_runs(tmp_path):
+    with pytest.raises(MechvalueError, match="does not exist"):
+        report.build_report(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    page = report.build_report(tmp_path / "empty").read_text(encoding="utf-8")
+    assert "config.json: not in this run." in page and "steering/summary.csv: not in this run." in page
+
+
+def test_moved_names_are_reexported():
+    assert report.anchor_table is anchors.anchor_table and report.ANCHORS is anchors.ANCHORS
+    assert report.check_in_browser is browser.check_in_browser
+    assert report.find_chromium is browser.find_chromium
+
+
+# ------------------------------------------------------------------ real headless browser
+
+needs_chromium = pytest.mark.skipif(browser.find_chromium() is None,
+                                    reason="no Chromium on this machine (apt-get install chromium)")
+
+
+@needs_chromium
+def test_report_loads_cleanly_in_browser(built):
+    run, path = built
+    shot = run / "report_screenshot.png"
+    errors = browser.check_in_browser(path, shot)
+    assert errors == []
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width == 1280 and height > 2000  # the full page, not just the viewport
+
+
+def test_report_reads_the_study_tables(tmp_path):
+    """Tables written the way ``step_steering`` writes them (``study.analyse``) render without problems."""
+    from mechvalue.pipeline.study import ARMS, analyse
+
+    rng = np.random.default_rng(1)
+    targets = ["power", "benevolence", "hedonism"]  # a run on a subset of the values
+    records = [{"arm": arm, "target": t, "judged": rng.uniform(0, 1, (4, 10)).tolist(),
+                "dilemma_pref": rng.normal(size=3).tolist(), "dilemma_win": [1.0, 0.0, 1.0],
+                "ppl": rng.uniform(5, 9, 4).tolist(), "texts": ["a synthetic text", "another synthetic one"],
+                "mmlu": [1.0, 0.0, 1.0, 1.0]} for arm in ARMS for t in targets]
+    tables = analyse(records, targets)
+    folder = tmp_path / "run" / "steering"
+    folder.mkdir(parents=True)
+    for name in ("summary", "radar", "results"):
+        tables.pop(name).to_csv(folder / f"{name}.csv", index=False)
+    for name, df in tables.items():
+        df.to_csv(folder / f"{name}.csv", index=True)
+    page = report.build_report(tmp_path / "run").read_text(encoding="utf-8")
+    assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
+    for name in ("comparison_bars", "comparison_radar", "leakage_neva", "nglr_target_group_conva",
+                 "nglr_group_group_random_neurons"):
+        assert f'alt="{name}"' in page
+    table = page[page.index('id="comparison"'):page.index('id="anchors"')]
+    for metric in ("control_success", "judged_gain", "dilemma_win", "perplexity", "mmlu", "nlr"):
+        assert f"<th>{metric}</th>" in table
+    assert re.search(r"<td>\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]</td>", table)  # estimate [CI]
