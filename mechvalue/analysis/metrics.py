@@ -11,6 +11,12 @@ in value ``j``'s score when steering toward target ``t``,
 
 Options: ``headroom`` divides L by (1 - base score of j) for scores in [0, 1];
 ``weights="circumplex"`` weights each term by the circular distance d(t, j).
+
+Zero or negative target gain (the steer did not move its target): NLR's denominator is floored
+at ``eps`` (> 0, default 0.01), so such a target gets the finite but large ``mean L / eps``, never
+an infinity or an exception; NGLR target-to-group is NaN (undefined) where a target's total
+leakage is below ``eps``. Missing scores: a NaN entry of a score table propagates (the results it
+feeds are NaN); infinite entries are refused.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ import numpy as np
 import pandas as pd
 from jaxtyping import Float
 
+from mechvalue.analysis.checks import array2d, count, fail, finite, numbers_1d, positive
+from mechvalue.analysis.checks import texts as _texts
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.types import Numbers
 from mechvalue.core.values import GROUP_SETS, VALUES, canonical, circular_distance
@@ -33,14 +41,21 @@ RESULT_COLUMNS = ("method", "target", "value", "metric", "estimate", "ci_low", "
 
 def bootstrap_ci(x: Sequence[float] | np.ndarray, stat: Callable[[np.ndarray], float] = np.mean, *,
                  n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[float, float, float]:
-    """Percentile bootstrap: ``(estimate, ci_low, ci_high)`` of ``stat`` over the rows of ``x``."""
+    """Percentile bootstrap: ``(estimate, ci_low, ci_high)`` of ``stat`` over the rows of ``x``.
+
+    One observation gives NaN bounds. NaN observations (missing scores) go to ``stat``: with the
+    default ``np.mean`` the estimate is NaN and so are both bounds (use ``np.nanmean`` to skip them);
+    infinite observations are refused.
+    """
     x = np.asarray(x, dtype=float)
-    if x.shape[0] == 0:
-        raise MechvalueError("bootstrap_ci needs at least one observation")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise MechvalueError(f"bootstrap_ci needs at least one observation: x has shape {x.shape}, expected [n, ...]")
+    finite(x, "x", "bootstrap_ci", allow_nan=True)
+    count(n_boot, "n_boot", "bootstrap_ci")
     if not 0 < alpha < 1:
         raise MechvalueError(f"alpha must be in (0, 1), got {alpha}")
     est = float(stat(x))
-    if x.shape[0] == 1:
+    if x.shape[0] == 1 or np.isnan(est):
         return est, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, x.shape[0], size=(n_boot, x.shape[0]))
@@ -51,7 +66,8 @@ def bootstrap_ci(x: Sequence[float] | np.ndarray, stat: Callable[[np.ndarray], f
 
 def paired_difference(treated: Numbers, base: Numbers, **kwargs) -> tuple[float, float, float]:
     """Mean paired difference ``treated - base`` with a bootstrap CI (same items in the same order)."""
-    t, b = np.asarray(treated, float), np.asarray(base, float)
+    t = numbers_1d(treated, "treated", "paired_difference", allow_nan=True)
+    b = numbers_1d(base, "base", "paired_difference", allow_nan=True)
     if t.shape != b.shape:
         raise MechvalueError(f"paired arrays differ in shape: {t.shape} vs {b.shape}")
     return bootstrap_ci(t - b, **kwargs)
@@ -97,17 +113,31 @@ def csr_labels(labels: Iterable[str | float | int | bool | None]) -> np.ndarray:
 
 # ------------------------------------------------------------------ leakage
 
-def _check_square(delta: np.ndarray, values: Sequence[str]) -> None:
-    if delta.ndim != 2 or delta.shape[1] != len(values):
-        raise MechvalueError(f"delta must be [targets, {len(values)} values], got {delta.shape}")
+def _check_delta(delta, targets: Sequence[str], values: Sequence[str], where: str) -> np.ndarray:
+    """``delta`` as a finite ``[target, value]`` array matching ``targets`` and ``values``."""
+    for name, names in (("targets", targets), ("values", values)):
+        if isinstance(names, str):
+            raise fail(where, f"{name} must be a list of value names, got the string {names!r}; wrap it as [{names!r}]")
+    d = np.asarray(delta, float)
+    if d.ndim != 2 or d.shape != (len(targets), len(values)):
+        raise MechvalueError(f"{where}: delta must be [targets, {len(values)} values] = "
+                             f"[{len(targets)}, {len(values)}], got {d.shape}")
+    return array2d(d, "delta", where, allow_nan=True)
+
+
+def _group_set(groups: str | dict, where: str) -> dict:
+    if isinstance(groups, str) and groups not in GROUP_SETS:
+        raise fail(where, f"groups={groups!r} is not one of {sorted(GROUP_SETS)} (or pass a dict of groups)")
+    if not isinstance(groups, str | dict):
+        raise fail(where, f"groups must be a name in {sorted(GROUP_SETS)} or a dict, got {type(groups).__name__}")
+    return GROUP_SETS[groups] if isinstance(groups, str) else groups
 
 
 def leakage(delta: Float[np.ndarray, "target value"], targets: Sequence[str], values: Sequence[str] = VALUES, *,
             base: Numbers | None = None, headroom: bool = False,
             weights: str | None = None) -> Float[np.ndarray, "target value"]:
     """Leakage ``L[t, j] = max(0, delta[t, j])`` off the target, 0 on it, with optional normalisations."""
-    delta = np.asarray(delta, float)
-    _check_square(delta, values)
+    delta = _check_delta(delta, targets, values, "leakage")
     targets, values = [canonical(t) for t in targets], [canonical(v) for v in values]
     L = np.clip(delta, 0, None)
     for k, t in enumerate(targets):
@@ -116,7 +146,10 @@ def leakage(delta: Float[np.ndarray, "target value"], targets: Sequence[str], va
     if headroom:
         if base is None:
             raise MechvalueError("headroom normalisation needs the base scores (in [0, 1])")
-        L = L / np.clip(1.0 - np.asarray(base, float), 1e-6, None)[None, :]
+        base = numbers_1d(base, "base", "leakage", allow_nan=True)
+        if base.shape != (len(values),):
+            raise fail("leakage", f"base has shape {base.shape}, expected [{len(values)}]: one base score per value")
+        L = L / np.clip(1.0 - base, 1e-6, None)[None, :]
     if weights == "circumplex":
         L = L * np.array([[circular_distance(t, v) for v in values] for t in targets])
     elif weights is not None:
@@ -124,18 +157,28 @@ def leakage(delta: Float[np.ndarray, "target value"], targets: Sequence[str], va
     return L
 
 
-def _target_gain(delta: np.ndarray, targets: Sequence[str], values: Sequence[str]) -> np.ndarray:
+def _target_gain(delta: np.ndarray, targets: Sequence[str], values: Sequence[str], where: str) -> np.ndarray:
     values = [canonical(v) for v in values]
+    missing = [t for t in targets if canonical(t) not in values]
+    if missing:
+        raise fail(where, f"targets {missing} are not among the scored values {values}; a target's gain is its own "
+                          "column of delta")
     return np.array([delta[k, values.index(canonical(t))] for k, t in enumerate(targets)])
 
 
 def nlr(delta: Float[np.ndarray, "target value"], targets: Sequence[str], values: Sequence[str] = VALUES, *,
         eps: float = 0.01, **kw) -> np.ndarray:
-    """Normalized leakage ratio per target: mean off-target leakage / max(eps, target gain)."""
-    delta = np.asarray(delta, float)
+    """Normalized leakage ratio per target: mean off-target leakage / max(eps, target gain).
+
+    ``eps`` (finite, > 0) floors the gain: a target whose score did not rise (gain <= eps) gets
+    ``mean L / eps``, a large finite number rather than an infinity (see the module docstring).
+    """
+    eps = positive(eps, "eps", "nlr")
+    delta = _check_delta(delta, targets, values, "nlr")
+    gain = _target_gain(delta, targets, values, "nlr")
     L = leakage(delta, targets, values, **kw)
     k = len(values) - 1
-    return L.sum(1) / k / np.maximum(eps, _target_gain(delta, targets, values))
+    return L.sum(1) / k / np.maximum(eps, gain)
 
 
 def nglr_target_group(delta: Float[np.ndarray, "target value"], targets: Sequence[str],
@@ -145,8 +188,9 @@ def nglr_target_group(delta: Float[np.ndarray, "target value"], targets: Sequenc
 
     NaN where the total leakage of a target is below ``eps`` (undefined, not zero).
     """
-    delta = np.asarray(delta, float)
-    gs = GROUP_SETS[groups] if isinstance(groups, str) else groups
+    eps = positive(eps, "eps", "nglr_target_group")
+    delta = _check_delta(delta, targets, values, "nglr_target_group")
+    gs = _group_set(groups, "nglr_target_group")
     L = leakage(delta, targets, values, **kw)
     values = [canonical(v) for v in values]
     out = {}
@@ -171,10 +215,11 @@ def nglr_group_group(delta: Float[np.ndarray, "target value"], targets: Sequence
 
     Membership weights (hedonism 0.5/0.5 in HO4) weight both the targets and the values.
     """
-    delta = np.asarray(delta, float)
-    gs = GROUP_SETS[groups] if isinstance(groups, str) else groups
+    eps = positive(eps, "eps", "nglr_group_group")
+    delta = _check_delta(delta, targets, values, "nglr_group_group")
+    gs = _group_set(groups, "nglr_group_group")
+    gain = np.maximum(eps, _target_gain(delta, targets, values, "nglr_group_group"))
     L = leakage(delta, targets, values, **kw)
-    gain = np.maximum(eps, _target_gain(delta, targets, values))
     values = [canonical(v) for v in values]
     targets = [canonical(t) for t in targets]
     mat = pd.DataFrame(np.nan, index=list(gs), columns=list(gs))
@@ -202,14 +247,18 @@ def _ngrams(tokens: Sequence, n: int) -> list[tuple]:
     return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def _tokens(texts: Sequence[str], tokenize: Callable[[str], Sequence] | None) -> list[Sequence]:
-    return [tokenize(t) if tokenize else t.lower().split() for t in texts]
+def _tokens(texts: Sequence[str], tokenize: Callable[[str], Sequence] | None, n: int, where: str) -> list[Sequence]:
+    count(n, "n", where)
+    return [tokenize(t) if tokenize else t.lower().split() for t in _texts(texts, "texts", where)]
 
 
 def distinct_n(texts: Sequence[str], n: int = 2, *, per_response: bool = False,
                tokenize: Callable[[str], Sequence] | None = None) -> float:
-    """Distinct-n: unique n-grams / total n-grams, over the corpus (default) or averaged per response."""
-    toks = _tokens(texts, tokenize)
+    """Distinct-n: unique n-grams / total n-grams, over the corpus (default) or averaged per response.
+
+    NaN (undefined) when there is no n-gram at all (no texts, empty texts, or all shorter than n words).
+    """
+    toks = _tokens(texts, tokenize, n, "distinct_n")
     if per_response:
         vals = [len(set(g)) / len(g) for g in (_ngrams(t, n) for t in toks) if g]
         return float(np.mean(vals)) if vals else float("nan")
@@ -222,11 +271,10 @@ def ead_n(texts: Sequence[str], n: int = 2, *, vocab_size: int, tokenize: Callab
     """Expectation-adjusted distinct (Liu et al. 2022): N_unique / (V (1 - ((V-1)/V)^C)).
 
     ``vocab_size`` is V (for n > 1 the number of possible n-grams, e.g. the distinct n-grams of
-    a reference corpus); C is the total number of n-grams.
+    a reference corpus); C is the total number of n-grams. NaN when there is no n-gram.
     """
-    if vocab_size < 1:
-        raise MechvalueError(f"vocab_size must be >= 1, got {vocab_size}")
-    grams = [g for t in _tokens(texts, tokenize) for g in _ngrams(t, n)]
+    count(vocab_size, "vocab_size", "ead_n")
+    grams = [g for t in _tokens(texts, tokenize, n, "ead_n") for g in _ngrams(t, n)]
     if not grams:
         return float("nan")
     c, v = len(grams), float(vocab_size)
@@ -235,10 +283,10 @@ def ead_n(texts: Sequence[str], n: int = 2, *, vocab_size: int, tokenize: Callab
 
 
 def repetition_rate(texts: Sequence[str], n: int = 3) -> float:
-    """Mean share of a response's n-grams that repeat an earlier n-gram of the same response."""
+    """Mean share of a response's n-grams that repeat an earlier n-gram of the same response (NaN if none)."""
     vals = []
-    for t in texts:
-        grams = _ngrams(t.lower().split(), n)
+    for t in _tokens(texts, None, n, "repetition_rate"):
+        grams = _ngrams(t, n)
         if grams:
             counts = Counter(grams)
             vals.append(sum(c - 1 for c in counts.values()) / len(grams))

@@ -15,6 +15,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechvalue.analysis.checks import count, fail, finite, matrix
 from mechvalue.analysis.vectors import SVDAxes
 from mechvalue.core.artifacts import load_tensors, save_tensors
 from mechvalue.core.errors import CorruptFileError, MechvalueError
@@ -39,9 +40,11 @@ class NeuronSet:
     meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        n = self.layers.shape[0]
-        if not (self.indices.shape[0] == self.scores.shape[0] == self.signs.shape[0] == n):
-            raise MechvalueError("NeuronSet fields must have the same length")
+        fields = {k: getattr(self, k) for k in ("layers", "indices", "scores", "signs")}
+        shapes = {k: tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__ for k, v in fields.items()}
+        if any(not isinstance(v, Tensor) or v.ndim != 1 for v in fields.values()) or len(set(shapes.values())) != 1:
+            raise fail("NeuronSet", f"layers, indices, scores and signs must be 1-D tensors of one length [n], got "
+                                    f"{shapes}")
 
     def __len__(self) -> int:
         return int(self.layers.shape[0])
@@ -54,11 +57,15 @@ class NeuronSet:
         return {int(lay): self.indices[self.layers == lay].sort().values for lay in self.layers.unique()}
 
     def counts_per_layer(self, n_layers: int) -> Int[Tensor, " layer"]:
+        need = int(self.layers.max()) + 1 if len(self) else 0
+        if count(n_layers, "n_layers", "NeuronSet.counts_per_layer") < need:
+            raise fail("NeuronSet.counts_per_layer", f"n_layers={n_layers} but the set has neurons in layer {need - 1}")
         return torch.bincount(self.layers, minlength=n_layers)
 
     def fraction(self, n_layers: int, d_mlp: int) -> float:
         """Share of all MLP neurons in the set."""
-        return len(self) / (n_layers * d_mlp)
+        where = "NeuronSet.fraction"
+        return len(self) / (count(n_layers, "n_layers", where) * count(d_mlp, "d_mlp", where))
 
     def jaccard(self, other: NeuronSet) -> float:
         a, b = self.keys(), other.keys()
@@ -80,18 +87,29 @@ class NeuronSet:
     @classmethod
     def from_mask(cls, mask: Tensor, scores: Tensor, layers: Sequence[int], name: str = "", **meta) -> NeuronSet:
         """Members where ``mask[layer_pos, i]``; ``layers`` maps the first axis to block indices."""
+        if mask.ndim != 2 or mask.shape != scores.shape:
+            raise fail("NeuronSet.from_mask", f"mask {tuple(mask.shape)} and scores {tuple(scores.shape)} must be "
+                                              "[layer, d_mlp] tables of one shape")
+        _check_layers(layers, mask.shape[0], "NeuronSet.from_mask")
         lp, idx = mask.nonzero(as_tuple=True)
         lay = torch.as_tensor(list(layers), dtype=torch.long)[lp]
         s = scores[lp, idx].float()
         return cls(lay, idx, s, torch.where(s >= 0, 1, -1), name, dict(meta))
 
 
+def _check_layers(layers: Sequence[int], rows: int, where: str) -> None:
+    if len(layers) != rows:
+        raise fail(where, f"layers has {len(layers)} entries ({list(layers)[:8]}) but the table has {rows} rows; "
+                          "expected one block index per row")
+
+
 def activation_prob_delta(p_a: Float[Tensor, "layer d_mlp"], p_b: Float[Tensor, "layer d_mlp"]
                           ) -> Float[Tensor, "layer d_mlp"]:
     """ValueLocate's ``delta = p_A - p_B`` of activation probabilities."""
+    p_a, p_b = matrix(p_a, "p_a", "activation_prob_delta"), matrix(p_b, "p_b", "activation_prob_delta")
     if p_a.shape != p_b.shape:
         raise MechvalueError(f"activation-probability tables differ in shape: {tuple(p_a.shape)} vs {tuple(p_b.shape)}")
-    return p_a.float() - p_b.float()
+    return p_a - p_b
 
 
 def threshold_sets(delta: Float[Tensor, "layer d_mlp"], tau: float, layers: Sequence[int], names=("A", "B"),
@@ -99,6 +117,10 @@ def threshold_sets(delta: Float[Tensor, "layer d_mlp"], tau: float, layers: Sequ
     """``N_A = {delta > tau}``, ``N_B = {delta < -tau}`` (disjoint by construction)."""
     if not 0 <= tau < 1:
         raise MechvalueError(f"tau must be in [0, 1), got {tau}")
+    delta = matrix(delta, "delta", "threshold_sets")
+    _check_layers(layers, delta.shape[0], "threshold_sets")
+    if isinstance(names, str) or len(names) != 2:
+        raise fail("threshold_sets", f"names must be two set names (A, B), got {names!r}")
     a = NeuronSet.from_mask(delta > tau, delta, layers, names[0], tau=tau, **meta)
     b = NeuronSet.from_mask(delta < -tau, delta, layers, names[1], tau=tau, **meta)
     return a, b
@@ -107,9 +129,11 @@ def threshold_sets(delta: Float[Tensor, "layer d_mlp"], tau: float, layers: Sequ
 def top_k(score: Float[Tensor, "layer d_mlp"], k: int, layers: Sequence[int], name: str = "", *,
           largest: bool = True, **meta) -> NeuronSet:
     """The ``k`` neurons with the largest (or smallest) ``score`` over all layers."""
+    score = matrix(score, "score", "top_k")
+    _check_layers(layers, score.shape[0], "top_k")
     flat = score.reshape(-1)
-    if not 0 <= k <= flat.numel():
-        raise MechvalueError(f"k={k} out of range 0..{flat.numel()}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 0 <= k <= flat.numel():
+        raise MechvalueError(f"top_k: k={k!r} must be an integer in 0..{flat.numel()} (the score table's size)")
     top = flat.topk(k, largest=largest).indices
     mask = torch.zeros_like(flat, dtype=torch.bool)
     mask[top] = True
@@ -119,6 +143,13 @@ def top_k(score: Float[Tensor, "layer d_mlp"], k: int, layers: Sequence[int], na
 def matched_random(reference: NeuronSet, d_mlp: int, *, seed: int = 0, exclude: NeuronSet | None = None,
                    name: str | None = None) -> NeuronSet:
     """Random neurons with the same per-layer counts as ``reference`` (optionally avoiding ``exclude``)."""
+    for arg, name in ((reference, "reference"), (exclude, "exclude")):
+        if not isinstance(arg, NeuronSet) and not (name == "exclude" and arg is None):
+            raise fail("matched_random", f"{name} must be a NeuronSet, got {type(arg).__name__}")
+    count(d_mlp, "d_mlp", "matched_random")
+    if len(reference) and int(reference.indices.max()) >= d_mlp:
+        raise fail("matched_random", f"reference has neuron index {int(reference.indices.max())} but d_mlp={d_mlp}; "
+                                     "pass the d_mlp of the model the set belongs to")
     g = torch.Generator().manual_seed(seed)
     banned = exclude.keys() if exclude is not None else set()
     lay_out, idx_out = [], []
@@ -176,8 +207,11 @@ def angle_classes(w_out: Float[Tensor, "d_mlp d_model"], axes: SVDAxes, *, top_f
     SwiGLU activations can be negative); the two unique anchors are then one axis and such
     neurons are labelled ``intrinsic`` (read: unique).
     """
-    w = torch.as_tensor(w_out).float()
-    if w.ndim != 2 or w.shape[1] != axes.shared.shape[0]:
+    if not isinstance(axes, SVDAxes):
+        raise fail("angle_classes", f"axes must be an SVDAxes (from svd_axes), got {type(axes).__name__}")
+    finite(axes.basis, "axes", "angle_classes")
+    w = matrix(w_out, "w_out", "angle_classes")
+    if w.shape[1] != axes.shared.shape[0]:
         raise MechvalueError(f"W_out must be [d_mlp, {axes.shared.shape[0]}], got {tuple(w.shape)}")
     if not 0 < top_frac <= 1:
         raise MechvalueError(f"top_frac must be in (0, 1], got {top_frac}")

@@ -20,27 +20,30 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechvalue.analysis.checks import array2d, count, fail, matrix, positive, same_width, spread, vector
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.types import Labels
 
 
-def _check_2d(x: Tensor, name: str) -> Tensor:
-    x = torch.as_tensor(x)
-    if x.ndim != 2 or x.shape[0] == 0:
-        raise MechvalueError(f"{name} must be a non-empty [n, d] matrix, got shape {tuple(x.shape)}")
-    return x.float()
-
-
 def diff_in_means(pos: Float[Tensor, "n_pos d"], neg: Float[Tensor, "n_neg d"]) -> Float[Tensor, " d"]:
     """``mean(pos) - mean(neg)`` over rows (per-example features, e.g. token-averaged residuals)."""
-    pos, neg = _check_2d(pos, "pos"), _check_2d(neg, "neg")
-    if pos.shape[1] != neg.shape[1]:
-        raise MechvalueError(f"pos has width {pos.shape[1]} but neg has {neg.shape[1]}")
+    pos, neg = matrix(pos, "pos", "diff_in_means"), matrix(neg, "neg", "diff_in_means")
+    same_width(pos, neg, ("pos", "neg"), "diff_in_means")
     return pos.mean(0) - neg.mean(0)
 
 
+def _batched_pair(a, b, where: str) -> tuple[Tensor, Tensor]:
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    if a.ndim == 0 or b.ndim == 0 or a.shape[-1] == 0:
+        raise fail(where, f"a and b must be [..., d] with d >= 1, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    same_width(a, b, ("a", "b"), where)
+    return a, b
+
+
 def cosine(a: Float[Tensor, "... d"], b: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
-    return torch.nn.functional.cosine_similarity(torch.as_tensor(a).float(), torch.as_tensor(b).float(), dim=-1)
+    """Cosine along the last axis (leading axes broadcast)."""
+    a, b = _batched_pair(a, b, "cosine")
+    return torch.nn.functional.cosine_similarity(a, b, dim=-1)
 
 
 @dataclass
@@ -62,7 +65,10 @@ class Probe:
         return self.w / self.w.norm()
 
     def logit(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
-        return torch.as_tensor(x).float() @ self.w + self.b
+        x = torch.as_tensor(x).float()
+        if x.ndim == 0 or x.shape[-1] != self.w.shape[0]:
+            raise fail("Probe", f"x has shape {tuple(x.shape)}, expected [..., {self.w.shape[0]}] (the probe's width)")
+        return x @ self.w + self.b
 
     def prob(self, x: Float[Tensor, "... d"]) -> Float[Tensor, "..."]:
         return torch.sigmoid(self.logit(x))
@@ -70,6 +76,7 @@ class Probe:
 
 def train_test_split(n: int, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random index split (numpy ``default_rng(seed)``); both parts non-empty when n >= 2."""
+    count(n, "n", "train_test_split", minimum=2)
     if not 0 < test_fraction < 1:
         raise MechvalueError(f"test_fraction must be in (0, 1), got {test_fraction}")
     perm = np.random.default_rng(seed).permutation(n)
@@ -97,12 +104,13 @@ def train_probe(x: Float[Tensor, "n d"], y: Labels, *, x_test: Tensor | None = N
     """
     from sklearn.linear_model import LogisticRegression
 
-    x = _check_2d(x, "x").double().numpy()
-    y = np.asarray(y, dtype=int)
-    if y.shape[0] != x.shape[0]:
-        raise MechvalueError(f"{x.shape[0]} feature rows but {y.shape[0]} labels")
+    x = matrix(x, "x", "train_probe").double().numpy()
+    y = _labels(y, "y", x.shape[0])
     if set(np.unique(y)) != {0, 1}:
-        raise MechvalueError("probe labels must contain both classes 0 and 1")
+        raise fail("train_probe", f"probe labels must contain both classes 0 and 1, got only {np.unique(y).tolist()}")
+    x_test, y_test = _test_part(x_test, y_test, x.shape[1])
+    positive(C, "C", "train_probe")
+    count(max_iter, "max_iter", "train_probe")
     mu = x.mean(0) if standardize else np.zeros(x.shape[1])
     sd = x.std(0) + 1e-6 if standardize else np.ones(x.shape[1])
     if penalty not in ("l1", "l2"):
@@ -114,10 +122,31 @@ def train_probe(x: Float[Tensor, "n d"], y: Labels, *, x_test: Tensor | None = N
     b = float(clf.intercept_[0] - (clf.coef_[0] * mu / sd).sum())
     probe = Probe(torch.tensor(w, dtype=torch.float32), b)
     probe.train_accuracy = float(((probe.logit(torch.tensor(x)) > 0).numpy().astype(int) == y).mean())
-    if x_test is not None and y_test is not None:
-        yt = np.asarray(y_test, dtype=int)
-        probe.accuracy = float(((probe.logit(torch.as_tensor(x_test).float()) > 0).numpy().astype(int) == yt).mean())
+    if x_test is not None:
+        probe.accuracy = float(((probe.logit(x_test) > 0).numpy().astype(int) == y_test).mean())
     return probe
+
+
+def _labels(y, name: str, n: int) -> np.ndarray:
+    """0/1 labels, one per feature row."""
+    y = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y)
+    if y.ndim != 1 or y.shape[0] != n:
+        raise fail("train_probe", f"{name} has shape {y.shape}: expected [{n}] labels, one per feature row")
+    if y.dtype.kind not in "biuf" or not np.isin(y, (0, 1)).all():
+        odd = [v for v in np.unique(y).tolist() if v not in (0, 1)][:5] if y.dtype.kind in "biuf" else y.dtype
+        raise fail("train_probe", f"{name} must hold labels 0 and 1, got {odd}")
+    return y.astype(int)
+
+
+def _test_part(x_test, y_test, width: int) -> tuple[Tensor | None, np.ndarray | None]:
+    if (x_test is None) != (y_test is None):
+        raise fail("train_probe", "x_test and y_test go together: pass both or neither")
+    if x_test is None:
+        return None, None
+    xt = matrix(x_test, "x_test", "train_probe")
+    if xt.shape[1] != width:
+        raise fail("train_probe", f"x_test has shape {tuple(xt.shape)}, expected [n, {width}] (the width of x)")
+    return xt, _labels(y_test, "y_test", xt.shape[0])
 
 
 def push_amount(probe: Probe, x: Float[Tensor, "... d"], p0: float, direction: str = "raise") -> Float[Tensor, "..."]:
@@ -128,14 +157,18 @@ def push_amount(probe: Probe, x: Float[Tensor, "... d"], p0: float, direction: s
     """
     if not 0 < p0 < 1:
         raise MechvalueError(f"P0 must be in (0, 1), got {p0}")
+    if direction not in ("raise", "lower"):
+        raise fail("push_amount", f"direction must be 'raise' or 'lower', got {direction!r}")
+    vector(probe.w, "probe.w", "push_amount", nonzero=True)
     gap = float(np.log(p0 / (1 - p0))) - probe.logit(x)
     gap = gap.clamp(min=0) if direction == "raise" else gap.clamp(max=0)
     return gap / probe.w.norm()
 
 
 def orthogonalize(a: Float[Tensor, " d"], b: Float[Tensor, " d"]) -> Float[Tensor, " d"]:
-    """``a`` minus its projection on ``b`` (``a ⊥ b``)."""
-    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    """``a`` minus its projection on ``b`` (``a ⊥ b``); ``b`` must not be the zero vector."""
+    a, b = vector(a, "a", "orthogonalize"), vector(b, "b", "orthogonalize", nonzero=True)
+    same_width(a, b, ("a", "b"), "orthogonalize")
     return a - (a @ b) / (b @ b) * b
 
 
@@ -159,11 +192,16 @@ def svd_axes(v_int: Float[Tensor, " d"], v_prompt: Float[Tensor, " d"], *, norma
 
     ``u_shared`` is flipped to agree with ``v_int + v_prompt``; ``u_int`` points from the
     prompted toward the intrinsic vector; ``u_prompt = -u_int``. With ``normalize`` both
-    vectors are unit-normalised first, so ``u_shared ∝ v̂_int + v̂_prompt`` exactly.
+    vectors are unit-normalised first, so ``u_shared ∝ v̂_int + v̂_prompt`` exactly. Zero,
+    non-finite or (anti)parallel vectors are refused: they span no plane, so the axes are undefined.
     """
-    a, b = torch.as_tensor(v_int).float(), torch.as_tensor(v_prompt).float()
-    if a.shape != b.shape or a.ndim != 1:
-        raise MechvalueError(f"svd_axes needs two vectors of the same shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    a, b = vector(v_int, "v_int", "svd_axes", nonzero=True), vector(v_prompt, "v_prompt", "svd_axes", nonzero=True)
+    same_width(a, b, ("v_int", "v_prompt"), "svd_axes")
+    ad, bd = a.double(), b.double()
+    sin = (1 - (ad @ bd / (ad.norm() * bd.norm())) ** 2).clamp(min=0).sqrt()
+    if sin < 1e-6:
+        raise fail("svd_axes", f"v_int and v_prompt are parallel (|sin angle| = {float(sin):.1e}): they span no "
+                               "plane, so the unique axis is undefined")
     if normalize:  # closed form: the left singular vectors of two unit vectors (robust when orthogonal)
         a, b = a / a.norm(), b / b.norm()
         s, t = a + b, a - b
@@ -184,9 +222,10 @@ def svd_axes(v_int: Float[Tensor, " d"], v_prompt: Float[Tensor, " d"], *, norma
 def mean_delta(deltas: Float[Tensor, "value d"]) -> tuple[Float[Tensor, " d"], float]:
     """Mean of ``deltas`` (one per value) and the share of their energy along its direction.
 
-    ``explained = sum_s <delta_s, u>^2 / sum_s |delta_s|^2`` with ``u = mean / |mean|``.
+    ``explained = sum_s <delta_s, u>^2 / sum_s |delta_s|^2`` with ``u = mean / |mean|``;
+    NaN (undefined, not an error) when the mean is the zero vector.
     """
-    d = _check_2d(deltas, "deltas")
+    d = matrix(deltas, "deltas", "mean_delta")
     m = d.mean(0)
     u = m / m.norm()
     return m, float(((d @ u) ** 2).sum() / (d ** 2).sum())
@@ -202,10 +241,15 @@ def circumplex_fit(axes: Float[Tensor, "value d"], target_xy: Float[np.ndarray, 
     """
     from scipy.spatial import procrustes
 
-    x = _check_2d(axes, "axes").double()
-    target = np.asarray(target_xy, dtype=float)
-    if target.shape != (x.shape[0], 2):
+    n_permutations = count(n_permutations, "n_permutations", "circumplex_fit")
+    x = matrix(axes, "axes", "circumplex_fit", min_rows=3).double()
+    if x.shape[1] < 2:
+        raise fail("circumplex_fit", f"axes has shape {tuple(x.shape)}: a 2-D PCA needs width d >= 2")
+    spread(x.numpy(), "axes", "circumplex_fit")
+    target = array2d(target_xy, "target_xy", "circumplex_fit", cols=2)
+    if target.shape[0] != x.shape[0]:
         raise MechvalueError(f"target_xy must be [{x.shape[0]}, 2], got {target.shape}")
+    spread(target, "target_xy", "circumplex_fit")
     xc = x - x.mean(0)
     U, S, _ = torch.linalg.svd(xc, full_matrices=False)
     pca = (U[:, :2] * S[:2]).numpy()
@@ -217,9 +261,10 @@ def circumplex_fit(axes: Float[Tensor, "value d"], target_xy: Float[np.ndarray, 
             "explained_variance": float((S[:2] ** 2).sum() / (S ** 2).sum())}
 
 
-def random_directions(like: Float[Tensor, "... d"], n: int, *, seed: int = 0) -> Float[Tensor, "n d"]:
+def random_directions(like: Float[Tensor, " d"], n: int, *, seed: int = 0) -> Float[Tensor, "n d"]:
     """``n`` Gaussian directions with the same norm as ``like`` (matched random-direction control)."""
-    like = torch.as_tensor(like).float().reshape(-1)
+    like = vector(like, "like", "random_directions")
+    n = count(n, "n", "random_directions", minimum=0)
     g = torch.Generator().manual_seed(seed)
     r = torch.randn(n, like.shape[0], generator=g)
     return r / r.norm(dim=1, keepdim=True) * like.norm()
@@ -246,8 +291,9 @@ class PairDecomposition:
 def pair_decomposition(v_int: Float[Tensor, "... d"], v_prompt: Float[Tensor, "... d"]) -> PairDecomposition:
     """Both orthogonalisations, the cosine and the retained-norm shares of many pairs at once."""
     a, b = torch.as_tensor(v_int).float(), torch.as_tensor(v_prompt).float()
-    if a.shape != b.shape or a.ndim == 0:
-        raise MechvalueError(f"pair_decomposition needs vectors of one shape, got {tuple(a.shape)}, {tuple(b.shape)}")
+    if a.shape != b.shape or a.ndim == 0 or a.shape[-1] == 0:
+        raise MechvalueError(f"pair_decomposition needs vectors of one shape [..., d] with d >= 1, got "
+                             f"{tuple(a.shape)}, {tuple(b.shape)}")
     ab, aa, bb = (a * b).sum(-1), (a * a).sum(-1), (b * b).sum(-1)
     int_perp = a - torch.where(bb > 0, ab / bb, torch.zeros_like(ab))[..., None] * b
     prompt_perp = b - torch.where(aa > 0, ab / aa, torch.zeros_like(ab))[..., None] * a
@@ -260,7 +306,7 @@ def pair_decomposition(v_int: Float[Tensor, "... d"], v_prompt: Float[Tensor, ".
 
 def cosine_matrix(x: Float[Tensor, "n d"]) -> Float[Tensor, "n n"]:
     """Pairwise cosines of the rows of ``x`` (NaN for a zero row)."""
-    x = _check_2d(x, "x")
+    x = matrix(x, "x", "cosine_matrix")
     norm = x.norm(dim=1, keepdim=True)
     u = x / torch.where(norm > 0, norm, torch.full_like(norm, float("nan")))
     return u @ u.T
@@ -277,6 +323,8 @@ def procrustes_align(points: Float[np.ndarray, "n k"], target: Float[np.ndarray,
     p, t = np.asarray(points, dtype=float), np.asarray(target, dtype=float)
     if p.shape != t.shape or p.ndim != 2 or p.shape[0] < 2:
         raise MechvalueError(f"procrustes_align needs two [n, k] arrays (n >= 2), got {p.shape} and {t.shape}")
+    for a, name in ((p, "points"), (t, "target")):
+        spread(array2d(a, name, "procrustes_align", min_rows=2), name, "procrustes_align")
     _, aligned, _ = procrustes(t, p)
     tc = t - t.mean(0)
     return aligned * np.linalg.norm(tc) + t.mean(0)

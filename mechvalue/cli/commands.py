@@ -8,8 +8,24 @@ import sys
 import textwrap
 from pathlib import Path
 
-from mechvalue.cli.steering import load_model_from_args, read_vectors, steering, vectors_cache_path
-from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.cli.progress import bar, duration, forward_progress, say, status
+from mechvalue.cli.steering import load_model_from_args, read_vectors, steering, train_vectors, vectors_cache_path
+from mechvalue.cli.tables import (
+    MISSING,
+    compact,
+    frame_records,
+    frame_table,
+    is_number,
+    key_table,
+    key_values,
+    merge_ci,
+    print_json,
+    read_csv,
+    read_json,
+    sig,
+    table,
+)
+from mechvalue.core.errors import MechvalueError, UsageError
 
 
 def side_by_side(left: tuple[str, str], right: tuple[str, str], width: int, layout: str = "auto") -> str:
@@ -49,39 +65,76 @@ def find_run_vectors(run_dir: str | Path, value: str) -> Path:
                          f"or use `mechvalue extract --value {value}` and export --vectors FILE")
 
 
+def _emit(args, data, text: str) -> None:
+    """``--json``: the one JSON document on stdout; else the human-readable text."""
+    if getattr(args, "json", False):
+        print_json(data)
+    else:
+        print(text)
+
+
 def cmd_locate(args) -> None:
-    from mechvalue.methods.valuelocate import ValueLocateConfig, locate
+    from mechvalue.core.values import OPPOSING_DIMENSIONS
+    from mechvalue.methods.valuelocate import ValueLocateConfig, dimension_examples, locate
 
     if args.max_questions is not None and args.max_questions < 1:
         raise MechvalueError(f"--max-questions must be >= 1, got {args.max_questions}")
     config = ValueLocateConfig(tau=args.tau, max_questions=args.max_questions, batch_size=args.batch_size,
                                seed=args.seed)
     model = load_model_from_args(args)
-    res = locate(model, config)
+    n = sum(len(dimension_examples(d, config)) for pair in OPPOSING_DIMENSIONS for d in pair)
+    with forward_progress(model, n, "locating value neurons", unit="question", then="selecting neurons"):
+        res = locate(model, config, progress=False)
     out = Path(args.out)
     res.save(out)
-    res.fraction_vs_tau().to_csv(out / "fraction_vs_tau.csv", index=False)
+    grid = (0.01, 0.02, 0.03, 0.05, 0.08, 0.1, 0.15)
+    curve = res.fraction_vs_tau(tuple(sorted(set(grid) | {config.tau})))
+    curve.to_csv(out / "fraction_vs_tau.csv", index=False)
     res.layer_counts().to_csv(out / "layer_counts.csv", index=False)
-    print(f"tau={config.tau}: {res.fraction_selected():.4%} of {res.n_layers * res.d_mlp} neurons selected")
-    for dim, s in res.sets.items():
-        print(f"  {dim:<20} {len(s):>6} neurons")
-    print(f"neuron sets and tables: {out}")
+    say(f"neuron sets and tables: {out}")
+    total = res.n_layers * res.d_mlp
+    rows = frame_records(curve)
+    at = next(r for r in rows if r["tau"] == config.tau)
+    chance = at.get("null_fraction")
+    data = {"tau": config.tau, "n_neurons": total, "n_questions": n, "n_selected": at["n_selected"],
+            "fraction": at["fraction"], "chance_fraction": chance,
+            "sets": {dim: len(s) for dim, s in res.sets.items()}, "fraction_vs_tau": rows, "out": str(out)}
+    fdr = chance / at["fraction"] if chance is not None and at["fraction"] > 0 else None
+    data["false_discovery_rate"] = fdr
+    chance_text = (f"; chance level {sig(100 * chance)}% (the split-half null), so an estimated "
+                   f"{sig(100 * min(fdr, 1.0), 2)}% of the selection is chance" if fdr is not None
+                   else f"; chance level {sig(100 * chance)}% (the split-half null)" if chance is not None
+                   else "; chance level unknown (no split-half null)")
+    lines = [f"ValueLocate: {n} scenario questions over {len(res.sets)} dimensions, tau {sig(config.tau, strip=True)}",
+             f"selected {sig(100 * at['fraction'])}% of {total} MLP neurons{chance_text}"]
+    if chance is not None and at["fraction"] <= chance:
+        lines.append("  (not above chance: the same rule selects as many neurons between two halves of one dimension)")
+    lines += ["", table(["dimension", "neurons"], [[d, len(s)] for d, s in res.sets.items()]), "",
+              "fraction of MLP neurons selected vs tau (chance = split-half null fraction; * = this run's tau)",
+              table(["tau", "", "n_selected", "fraction", "chance"],
+                    [[r["tau"], "*" if r["tau"] == config.tau else "", r["n_selected"], r["fraction"],
+                      r.get("null_fraction")] for r in rows])]
+    _emit(args, data, "\n".join(lines))
 
 
 def cmd_extract(args) -> None:
     from mechvalue.core.values import canonical
-    from mechvalue.methods.conva import train_value_vectors
 
     value = canonical(args.value)
     model = load_model_from_args(args)
-    vv = train_value_vectors(model, value, template=args.template, threshold=args.threshold,
-                             batch_size=args.batch_size, seed=args.seed)
-    print(f"{value}: held-out probe accuracy per layer ({vv.meta['n_test']} test pairs; * = selected)")
-    for layer, acc in zip(vv.layers, vv.accuracy.tolist()):
-        print(f"  layer {layer:>3}  {acc:.3f}{'  *' if layer in vv.selected else ''}")
-    print(f"selected layers: {vv.selected or 'none (no layer above the threshold)'}")
+    vv = train_vectors(args, model, value, template=args.template, threshold=args.threshold)
     path = vv.save(args.out or vectors_cache_path(model, value, args.cache_dir))
-    print(f"saved: {path}")
+    rows = [{"layer": la, "accuracy": acc, "selected": la in vv.selected}
+            for la, acc in zip(vv.layers, vv.accuracy.tolist())]
+    data = {"value": value, "n_test_pairs": vv.meta.get("n_test"), "threshold": args.threshold,
+            "selection": vv.meta.get("selection"), "selected": vv.selected, "layers": rows, "path": str(path)}
+    text = "\n".join([
+        f"{value}: held-out probe accuracy per layer ({vv.meta['n_test']} test pairs; * = selected)",
+        table(["layer", "accuracy", "selected"],
+              [[r["layer"], r["accuracy"], "*" if r["selected"] else ""] for r in rows]),
+        f"selected layers: {vv.selected or 'none (no layer above the threshold)'}",
+        f"saved: {path}"])
+    _emit(args, data, text)
 
 
 def cmd_steer(args) -> None:
@@ -96,10 +149,28 @@ def cmd_steer(args) -> None:
     model = load_model_from_args(args)
     specs, system = steering(args, model, value, given)
     kw = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed}
-    base = generate(model, [chat(args.prompt)], **kw).texts[0]
-    steered = generate(model, [chat(args.prompt, system=system)], specs, **kw).texts[0]
+    with status(f"generating up to {args.max_new_tokens} tokens, base and steered",
+                done="generated base and steered text"):
+        base = generate(model, [chat(args.prompt)], **kw).texts[0]
+        steered = generate(model, [chat(args.prompt, system=system)], specs, **kw).texts[0]
     width = shutil.get_terminal_size((80, 24)).columns
-    print(side_by_side(("base", base), (f"steered: {value} ({args.method})", steered), width, args.layout))
+    data = {"value": value, "method": args.method, "prompt": args.prompt, "system": system, "base": base,
+            "steered": steered, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+            "seed": args.seed}
+    _emit(args, data, side_by_side(("base", base), (f"steered: {value} ({args.method})", steered), width,
+                                   args.layout))
+
+
+def _chunked(fn, items: list, pbar, step: int, *a, **kw):
+    """``fn(model, items, ...)`` in chunks of ``step`` items (the batches fn makes anyway), advancing ``pbar``."""
+    import pandas as pd
+
+    parts = []
+    for start in range(0, len(items), step):
+        chunk = items[start:start + step]
+        parts.append(fn(chunk, *a, **kw))
+        pbar.update(len(chunk))
+    return pd.concat(parts, ignore_index=True)
 
 
 def cmd_evaluate(args) -> None:
@@ -117,26 +188,32 @@ def cmd_evaluate(args) -> None:
     model = load_model_from_args(args)
     specs, system = steering(args, model, value, given)
     items, dilemmas = load_portraits(value)[:args.max_items], load_dilemmas(value)[:args.max_items]
-    kw = {"batch_size": args.batch_size}
-    q0, q1 = questionnaire(model, items, **kw), questionnaire(model, items, specs, system=system, **kw)
-    d0, d1 = (dilemma_preference(model, dilemmas, **kw),
-              dilemma_preference(model, dilemmas, specs, system=system, **kw))
+    bs = args.batch_size
+    kw = {"batch_size": bs}
+    with bar(2 * (len(items) + len(dilemmas)), f"evaluating {value} ({args.method})", unit="item") as pbar:
+        q0 = _chunked(lambda c: questionnaire(model, c, **kw), items, pbar, bs)
+        q1 = _chunked(lambda c: questionnaire(model, c, specs, system=system, **kw), items, pbar, bs)
+        d0 = _chunked(lambda c: dilemma_preference(model, c, **kw), dilemmas, pbar, bs)
+        d1 = _chunked(lambda c: dilemma_preference(model, c, specs, system=system, **kw), dilemmas, pbar, bs)
     rows = []
     for metric, base_df, steered_df, col in (("questionnaire (1-6)", q0, q1, "score"),
                                              ("dilemma preference (nats)", d0, d1, "pref"),
                                              ("dilemma win share", d0, d1, "win")):
         base, steered = base_df[col].to_numpy(), steered_df[col].to_numpy()
         b, s, d = bootstrap_ci(base), bootstrap_ci(steered), paired_difference(steered, base)
-        rows.append({"metric": metric, "n": len(base), "base": b[0], "base_ci": f"[{b[1]:.3f}, {b[2]:.3f}]",
-                     "steered": s[0], "steered_ci": f"[{s[1]:.3f}, {s[2]:.3f}]", "delta": d[0],
-                     "delta_ci": f"[{d[1]:.3f}, {d[2]:.3f}]"})
+        rows.append({"metric": metric, "n": len(base), "base": b[0], "base_ci_low": b[1], "base_ci_high": b[2],
+                     "steered": s[0], "steered_ci_low": s[1], "steered_ci_high": s[2], "delta": d[0],
+                     "delta_ci_low": d[1], "delta_ci_high": d[2]})
     df = pd.DataFrame(rows)
-    print(f"{value}, method {args.method}: base vs steered (bootstrap 95% CIs)")
-    print(df.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
     if args.out:
         from mechvalue.core.artifacts import write_text_atomic
 
         write_text_atomic(args.out, df.assign(value=value, method=args.method).to_csv(index=False))
+        say(f"saved: {args.out}")
+    recs = frame_records(df)
+    cols, trows = merge_ci(list(df.columns), [[r[c] for c in df.columns] for r in recs])
+    data = {"value": value, "method": args.method, "rows": recs}
+    _emit(args, data, f"{value}, method {args.method}: base vs steered (bootstrap 95% CIs)\n" + table(cols, trows))
 
 
 def cmd_audit(args) -> None:
@@ -152,26 +229,67 @@ def cmd_audit(args) -> None:
         raise MechvalueError(f"--k must be >= 1, got {args.k}")
     model = load_model_from_args(args)
     s = neuron_summary(model, args.layer, args.neuron)
-    top = top_activating(model, args.layer, args.neuron, texts if texts is not None else default_texts(args.n_texts),
-                         k=args.k, hook=args.hook, batch_size=args.batch_size)
-    print(f"neuron {args.layer}.{args.neuron} ({s['hook']}): |W_out| = {s['w_out_norm']:.3f} "
-          f"(rank {s['w_out_norm_rank']} of {s['d_mlp']} in its layer)")
+    texts = texts if texts is not None else default_texts(args.n_texts)
+    with forward_progress(model, len(texts), f"reading neuron {args.layer}.{args.neuron}"):
+        top = top_activating(model, args.layer, args.neuron, texts, k=args.k, hook=args.hook,
+                             batch_size=args.batch_size)
+    saved = save_audit(args.save, "neuron", args.layer, args.neuron, args.label, top, summary=s) if args.save else None
+    if saved:
+        say(f"saved: {saved}")
+    lines = [f"neuron {args.layer}.{args.neuron} ({s['hook']}): |W_out| = {sig(s['w_out_norm'])} "
+             f"(rank {s['w_out_norm_rank']} of {s['d_mlp']} in its layer)"]
     for name, key in (("promotes", "top_tokens"), ("suppresses", "bottom_tokens")):
-        print(f"  {name}: " + ", ".join(f"{t['token']!r} {t['logit']:+.2f}" for t in s[key]))
-    print(f"top-activating texts (hook_{args.hook}; [[max token]]):")
+        lines.append(f"  {name}: " + ", ".join(f"{t['token']!r} {t['logit']:+.3g}" for t in s[key]))
+    lines.append(f"top-activating texts (hook_{args.hook}; [[max token]]):")
     for n, ex in enumerate(top, 1):
-        print(f"  {n}. max {ex['max']:.3f}  {mark_max(ex).replace(chr(10), ' ')}")
-    if args.save:
-        print(f"saved: {save_audit(args.save, 'neuron', args.layer, args.neuron, args.label, top, summary=s)}")
+        lines.append(f"  {n}. max {sig(ex['max'])}  {mark_max(ex).replace(chr(10), ' ')}")
+    data = {"neuron": s, "hook": f"hook_{args.hook}", "top": top, "saved": str(saved) if saved else None}
+    _emit(args, data, "\n".join(lines))
 
 
-def _read_table(path: Path):
-    import pandas as pd
+# ------------------------------------------------------------------ show
 
-    try:
-        return pd.read_csv(path).to_string(index=False, float_format=lambda x: f"{x:.4g}")
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from exc
+def _steps(run: Path, cfg: dict) -> list[dict]:
+    """Each step's status and wall time: from config.json's ``steps`` / ``wall_seconds_per_step`` (new runs),
+    else from the steps' ``DONE.json`` (older run folders)."""
+    from mechvalue.pipeline.config import STEPS
+
+    recorded = cfg.get("steps") if isinstance(cfg.get("steps"), dict) else {}
+    walls = cfg.get("wall_seconds_per_step") if isinstance(cfg.get("wall_seconds_per_step"), dict) else {}
+    wanted = (cfg.get("config") or {}).get("steps") if isinstance(cfg.get("config"), dict) else None
+    rows = []
+    for step in list(STEPS) + [s for s in recorded if s not in STEPS]:
+        folder = run / step
+        done = folder / "DONE.json"
+        seconds = walls.get(step)
+        if seconds is None and isinstance(recorded.get(step), dict):
+            seconds = recorded[step].get("seconds")
+        if done.is_file():
+            state = "done"
+            if seconds is None:
+                try:
+                    seconds = json.loads(done.read_text(encoding="utf-8")).get("seconds")
+                except (json.JSONDecodeError, UnicodeDecodeError, OSError, AttributeError):
+                    state = "done (DONE.json unreadable)"
+        elif step in recorded:
+            state = "missing (DONE.json deleted?)"
+        elif folder.is_dir():
+            state = "unfinished"
+        else:
+            state = "not run"
+        if state == "not run" and isinstance(wanted, list) and step not in wanted:
+            state = "not requested"
+        rows.append({"step": step, "status": state, "seconds": seconds if is_number(seconds) else None})
+    return rows
+
+
+#: summary tables ``show`` prints, with a line saying what they are
+SHOW_TABLES = {
+    "summary.csv": "summary",
+    "steering/summary.csv": "steering study, all targets pooled (estimate [95% CI])",
+    "valuelocate/fraction_vs_tau.csv": "ValueLocate: fraction of MLP neurons selected vs tau "
+                                       "(null_fraction = chance level, the split-half null)",
+}
 
 
 def cmd_show(args) -> None:
@@ -181,37 +299,69 @@ def cmd_show(args) -> None:
     cfg_path = run / "config.json"
     if not cfg_path.is_file():
         raise MechvalueError(f"{run} has no config.json: not a run folder (make one: `mechvalue run --out {run}`)")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptFileError(f"{cfg_path}: not valid JSON ({exc})") from exc
-    print(f"run: {run}")
+    cfg = read_json(cfg_path)
+    if not isinstance(cfg, dict):
+        cfg = {"config": cfg}
+    steps = _steps(run, cfg)
+    tables = {rel: read_csv(run / rel) for rel in SHOW_TABLES if (run / rel).is_file()}
+    dual = read_json(run / "dual" / "structure.json") if (run / "dual" / "structure.json").is_file() else None
+    if getattr(args, "json", False):
+        data = {"run": str(run), "config": cfg, "steps": steps,
+                "tables": {rel: [dict(zip(cols, r)) for r in rows] for rel, (cols, rows) in tables.items()}}
+        if dual is not None:
+            data["tables"]["dual/structure.json"] = dual
+        print_json(data)
+        return
+    print("\n".join(_show_text(run, cfg, steps, tables, dual)))
 
-    def show(obj: dict, indent: str) -> None:
-        for k, v in obj.items():
-            if isinstance(v, dict) and v and len(indent) < 6:
-                print(f"{indent}{k}:")
-                show(v, indent + "  ")
-                continue
-            if isinstance(v, list) and len(v) > 8:
-                v = v[:8] + [f"... {len(v) - 8} more"]
-            print(f"{indent}{k}: {json.dumps(v, default=str)}")
 
-    show(cfg if isinstance(cfg, dict) else {"config": cfg}, "  ")
-    shown = 0
-    for rel in ("summary.csv", "steering/summary.csv", "valuelocate/fraction_vs_tau.csv"):
-        if (run / rel).is_file():
-            print(f"\n{rel}\n{_read_table(run / rel)}")
-            shown += 1
-    dual = run / "dual" / "structure.json"
-    if dual.is_file():
-        try:
-            print(f"\ndual/structure.json\n{json.dumps(json.loads(dual.read_text(encoding='utf-8')), indent=2)}")
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise CorruptFileError(f"{dual}: not valid JSON ({exc})") from exc
-        shown += 1
-    if not shown:
-        print("\n(no summary tables yet: the run has not finished a step)")
+def _show_text(run: Path, cfg: dict, steps: list[dict], tables: dict, dual) -> list[str]:
+    head = {"run folder": str(run)}
+    if cfg.get("started"):
+        head["started"] = str(cfg["started"])
+    what = []
+    if cfg.get("quick"):
+        what.append("quick run")
+    if cfg.get("seed") is not None:
+        what.append(f"seed {cfg['seed']}")
+    if isinstance(cfg.get("values"), list):
+        what.append(f"{len(cfg['values'])} values: {', '.join(map(str, cfg['values']))}")
+    if what:
+        head["run"] = ", ".join(what)
+    model = cfg.get("model")
+    if isinstance(model, dict):
+        dims = ", ".join(f"{k} {model[k]}" for k in ("n_layers", "d_model", "d_mlp") if k in model)
+        proc = model.get("processing")
+        proc = ", ".join(k for k, v in proc.items() if v) or "none" if isinstance(proc, dict) else proc
+        extra = "; ".join(x for x in (dims, str(model.get("dtype", "")).removeprefix("torch."),
+                                      f"weight processing: {proc}" if proc else "") if x)
+        head["model"] = f"{model.get('model_id', '?')} ({extra})" if extra else str(model.get("model_id", "?"))
+    elif model is not None:
+        head["model"] = str(model)
+    if isinstance(cfg.get("versions"), dict):
+        head["versions"] = ", ".join(f"{k} {v}" for k, v in cfg["versions"].items())
+    if is_number(cfg.get("wall_seconds_last_invocation")):
+        head["last invocation"] = duration(cfg["wall_seconds_last_invocation"])
+    shown_keys = {"started", "quick", "seed", "values", "model", "versions", "wall_seconds_last_invocation",
+                  "config", "steps", "wall_seconds_per_step", "command"}
+    other = {k: v for k, v in cfg.items() if k not in shown_keys}
+    out = [key_table(head)]
+    if other:
+        out += ["", "record", key_values(other)]
+    if isinstance(cfg.get("config"), dict):
+        out += ["", "config", key_values(cfg["config"])]
+    out += ["", "steps", table(["step", "status", "wall time"],
+                               [[s["step"], s["status"], duration(s["seconds"]) if s["seconds"] is not None
+                                 else MISSING] for s in steps])]
+    for rel, (cols, rows) in tables.items():
+        cols, rows = merge_ci(cols, rows)
+        out += ["", f"{rel}: {SHOW_TABLES[rel]}", table(cols, rows)]
+    if dual is not None:
+        out += ["", "dual/structure.json: dual mechanisms, structure",
+                key_table(dual) if isinstance(dual, dict) else "  " + compact(dual)]
+    if not tables and dual is None:
+        out += ["", "(no summary tables yet: the run has not finished a step)"]
+    return out
 
 
 def cmd_export(args) -> None:
@@ -219,7 +369,7 @@ def cmd_export(args) -> None:
     from mechvalue.export import VectorBundle, export, load_vectors_file, vectors_from_conva
 
     if args.run and not args.value:
-        raise MechvalueError("--run needs --value (which value's vectors to export)")
+        raise UsageError("--run needs --value (which value's vectors to export)")
     value = canonical(args.value) if args.value else None
     src = find_run_vectors(args.run, value) if args.run else Path(args.vectors)
     fmt = args.format or ("gguf" if args.out.endswith(".gguf") else "safetensors")
@@ -241,33 +391,34 @@ def cmd_export(args) -> None:
         values, hint = obj.value, args.hint or "llama"
     kw = {"hint": hint} if fmt == "gguf" else {}
     path = export(args.out, vecs, fmt, values=values, meta=meta, **kw)
-    print(f"wrote {path} ({fmt}): layers {sorted(vecs)}, scale {args.scale}")
+    text = f"wrote {path} ({fmt}): layers {sorted(vecs)}, scale {compact(args.scale)}"
     if fmt == "gguf":
-        print(f"llama.cpp: --control-vector-scaled {path} <strength> (direction.L is added after block L)")
+        text += f"\nllama.cpp: --control-vector-scaled {path} <strength> (direction.L is added after block L)"
+    _emit(args, {"path": str(path), "format": fmt, "layers": sorted(vecs), "scale": args.scale,
+                 "values": values, "hint": hint if fmt == "gguf" else None, "from": str(src)}, text)
 
 
-def cmd_data_check() -> int:
-    import pandas as pd
-
+def cmd_data_check(args=None) -> int:
     from mechvalue.data.bundled import check_data
 
     df = check_data()
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(df.drop(columns=["bias_positive_only", "bias_negative_only"]).to_string(index=False))
     bad = df[df.context_bias > 0.5]
+    _emit(args, {"values": frame_records(df), "context_bias_above_0.5": list(bad.value)},
+          frame_table(df.drop(columns=["bias_positive_only", "bias_negative_only"])))
     if len(bad):
         print(f"context-bias above 0.5 for: {', '.join(bad.value)}", file=sys.stderr)
         return 1
     return 0
 
 
-def cmd_info() -> None:
+def cmd_info(args=None) -> None:
     from mechvalue.core.artifacts import package_versions
     from mechvalue.lm.models import default_cache_dir, offline_gguf_path
 
-    print(f"offline model: {offline_gguf_path()}\ncache: {default_cache_dir()}")
-    for k, v in package_versions().items():
-        print(f"{k}: {v}")
+    versions = package_versions()
+    head = {"offline model": str(offline_gguf_path()), "cache": str(default_cache_dir())}
+    _emit(args, {"offline_model": head["offline model"], "cache": head["cache"], "versions": versions},
+          key_table(head, indent="") + "\n\n" + table(["package", "version"], list(versions.items()), indent=""))
 
 
 COMMANDS = {"locate": cmd_locate, "extract": cmd_extract, "steer": cmd_steer, "evaluate": cmd_evaluate,

@@ -11,11 +11,13 @@ Errors are printed on one line saying what to change; the exit status is 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import sys
 import textwrap
 
 from mechvalue.cli.commands import COMMANDS, cmd_data_check, cmd_info
-from mechvalue.core.errors import MechvalueError
+from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.methods.registry import CLI_METHODS
 from mechvalue.pipeline.config import STEPS
 
@@ -30,8 +32,6 @@ EXAMPLES = """examples:
 """
 
 
-class UsageError(MechvalueError):
-    """A command line that does not parse."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,9 +71,13 @@ def _steer_opts() -> argparse.ArgumentParser:
 
 
 def _cmd(sub, name: str, help: str, examples: str, parents=()) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=help, parents=list(parents),
-                          formatter_class=argparse.RawDescriptionHelpFormatter,
-                          epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "))
+    p = sub.add_parser(name, help=help, description=help, parents=list(parents),
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="examples:\n" + textwrap.indent(textwrap.dedent(examples).strip(), "  "))
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document on stdout (full precision) instead of tables; messages and "
+                        "progress stay on stderr")
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small smoke run (a few minutes on a CPU)")
     p.add_argument("--config", default=None, help="JSON or TOML file; keys named like the flags set defaults")
     p.add_argument("--steps", default=None, help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
+    p.add_argument("--force-step", default=None, metavar="STEPS",
+                   help="recompute these steps (comma-separated) even if their inputs are unchanged")
     p.set_defaults(dtype=None, batch_size=None, seed=None)  # unset flags fall back to the file, then the defaults
     p = _cmd(sub, "locate", "ValueLocate: value neurons from activation-probability differences", """
         mechvalue locate
@@ -153,12 +159,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# ------------------------------------------------------------------ run: one RunConfig from file and flags
+# ------------------------------------------------------------------ checks before anything heavy loads
+
+#: numeric flags and the range each must lie in: (low, high, low inclusive, high inclusive); None = unbounded
+_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
+    "tau": (0.0, 1.0, False, False), "p0": (0.0, 1.0, False, False), "coefficient": (None, None, True, True),
+    "temperature": (0.0, None, True, True), "scale": (None, None, True, True), "threshold": (0.0, 1.0, True, True),
+    "batch_size": (1, None, True, True), "seed": (0, None, True, True), "max_new_tokens": (1, None, True, True),
+    "max_questions": (1, None, True, True), "max_items": (2, None, True, True), "k": (1, None, True, True),
+    "layer": (0, None, True, True), "neuron": (0, None, True, True), "n_texts": (1, None, True, True),
+}
+
+
+def _interval(lo, hi, lo_in, hi_in) -> str:
+    if hi is None:
+        return f">= {lo}" if lo_in else f"> {lo}"
+    return f"in {'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Reject NaN, infinite and out-of-range numbers and unknown value names (:class:`UsageError`)."""
+    for name, (lo, hi, lo_in, hi_in) in _RANGES.items():
+        v = getattr(args, name, None)
+        if v is None or isinstance(v, bool):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if not math.isfinite(v):
+            raise UsageError(f"{flag} must be a finite number, got {v}")
+        below = lo is not None and (v < lo if lo_in else v <= lo)
+        above = hi is not None and (v > hi if hi_in else v >= hi)
+        if below or above:
+            raise UsageError(f"{flag} must be {_interval(lo, hi, lo_in, hi_in)}, got {v}")
+    if getattr(args, "value", None) is not None:
+        from mechvalue.core.values import canonical
+
+        try:
+            args.value = canonical(args.value)
+        except MechvalueError as exc:
+            raise UsageError(str(exc)) from None
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Parse; for ``run``, build the :class:`~mechvalue.pipeline.config.RunConfig` (``args.run_config``) from
-    the ``--config`` file and the flags given (flags win), validated before anything heavy loads."""
+    """Parse and check; for ``run``, build the :class:`~mechvalue.pipeline.config.RunConfig`
+    (``args.run_config``) from the ``--config`` file and the flags given (flags win)."""
     args = build_parser().parse_args(argv)
+    check_args(args)
     if args.command != "run":
         return args
     from mechvalue.pipeline.config import RunConfig, load_config_file
@@ -166,28 +211,49 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     file = load_config_file(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k in RunConfig.fields()}
     args.run_config = RunConfig.build(file, flags, source=args.config or "command line")
+    args.force_step = [s.strip() for s in (args.force_step or "").split(",") if s.strip()]
+    bad = [s for s in args.force_step if s not in STEPS]
+    if bad:
+        raise UsageError(f"--force-step {bad}: unknown step; choose from {', '.join(STEPS)}")
     return args
 
 
+def _error(exc: BaseException) -> str:
+    return "mechvalue: error: " + " ".join(str(exc).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 done, 2 a usage error (bad flags, config or value names: nothing ran), 1 a runtime
+    error (a missing or corrupt file, a model that cannot load, ...), 130 interrupted (resumable)."""
     try:
         args = parse_args(argv)
+    except SystemExit as exc:  # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except MechvalueError as exc:  # nothing has run yet: the command line or config is wrong
+        print(_error(exc), file=sys.stderr)
+        return 2
+    try:
         if args.command == "run":
             from mechvalue.pipeline.run import run_main
 
-            run_main(args.run_config)
+            if not args.json:
+                run_main(args.run_config, force=args.force_step)
+            else:  # the steps' lines go to stderr; stdout gets the finished folder as `show --json` prints it
+                with contextlib.redirect_stdout(sys.stderr):
+                    out = run_main(args.run_config, force=args.force_step)
+                COMMANDS["show"](argparse.Namespace(run_dir=out or args.run_config.out, json=True))
         elif args.command == "data":
-            return cmd_data_check()
+            return cmd_data_check(args)
         elif args.command == "info":
-            cmd_info()
+            cmd_info(args)
         else:
             COMMANDS[args.command](args)
-    except SystemExit as exc:  # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except MechvalueError as exc:
-        msg = " ".join(str(exc).split("\n"))
-        print(f"mechvalue: error: {msg}", file=sys.stderr)
+    except UsageError as exc:
+        print(_error(exc), file=sys.stderr)
         return 2
+    except MechvalueError as exc:
+        print(_error(exc), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mechvalue: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata as importlib_metadata
@@ -101,3 +102,52 @@ def load_tensors(path: str | os.PathLike, kind: str | None = None) -> tuple[dict
     if kind is not None and meta.get("kind") != kind:
         raise CorruptFileError(f"{path}: holds a {meta.get('kind')!r}, expected a {kind!r}")
     return tensors, meta
+
+
+# ------------------------------------------------------------------ append-only JSONL journals
+
+def read_jsonl_rows(path: str | os.PathLike) -> list[dict]:
+    """The rows of an append-only JSONL file ([] if missing).
+
+    A last line cut short by a kill mid-write (no trailing newline and not valid JSON) is dropped with a
+    warning and cut from the file; a complete line is never dropped. A complete line that is not valid
+    JSON raises :class:`CorruptFileError` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    tail = lines.pop()  # b"" when the file ends with a newline
+    rows = []
+    for k, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise CorruptFileError(f"{path}:{k}: not valid JSON ({exc.msg}); delete the file to recompute "
+                                   "its rows") from exc
+    if tail.strip():
+        try:
+            rows.append(json.loads(tail))
+        except json.JSONDecodeError:
+            warnings.warn(f"{path}: dropping an incomplete last line ({len(tail)} bytes; an interrupted write)",
+                          stacklevel=2)
+            with open(path, "r+b") as fh:
+                fh.truncate(len(raw) - len(tail))
+    return rows
+
+
+def append_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    """Append ``rows`` as JSON lines, flushed to disk; an incomplete last line is dropped first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    read_jsonl_rows(path)  # drops a torn tail
+    if path.exists() and (data := path.read_bytes()) and not data.endswith(b"\n"):
+        with open(path, "ab") as fh:  # a complete last row written without its newline
+            fh.write(b"\n")
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(r, default=str) + "\n" for r in rows)
+        fh.flush()
+        os.fsync(fh.fileno())

@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -38,13 +38,19 @@ class GiveUp(Exception):
     """A request that exhausted its retry budget."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ClientConfig:
-    """Endpoint and retry settings (seconds). Retry-After is honoured, capped at ``backoff_max``."""
+    """Endpoint and retry settings (seconds). Retry-After is honoured, capped at ``backoff_max``.
+
+    ``api_key`` may be None (the default): :attr:`key` then reads ``$OPENAI_API_KEY`` when a client is
+    made, else sends the placeholder ``"EMPTY"`` (local servers need none). The key is never shown:
+    ``repr``/``str`` print ``api_key='***'`` when one is set (``'***' (from $OPENAI_API_KEY)`` when it
+    comes from there), ``'EMPTY'`` for the placeholder and ``None (not set)`` when there is none.
+    """
 
     base_url: str
     model: str
-    api_key: str = "EMPTY"
+    api_key: str | None = None
     timeout: float = 60.0
     max_attempts: int = 5  # per request, on 429/5xx/timeouts/connection errors
     max_malformed: int = 2  # re-asks per request after a malformed reply
@@ -66,6 +72,24 @@ class ClientConfig:
         if cfg.max_attempts < 1 or cfg.max_malformed < 0 or cfg.timeout <= 0:
             raise GenerationError("need max_attempts >= 1, max_malformed >= 0 and timeout > 0")
         return cfg
+
+    @property
+    def key(self) -> str:
+        """The key to send: ``api_key``, else ``$OPENAI_API_KEY``, else ``"EMPTY"``."""
+        return self.api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
+    def _key_repr(self) -> str:
+        if self.api_key:
+            return "'EMPTY'" if self.api_key == "EMPTY" else "'***'"
+        return "'***' (from $OPENAI_API_KEY)" if os.environ.get("OPENAI_API_KEY") else "None (not set)"
+
+    def __repr__(self) -> str:
+        """Every field, but the API key masked (``'***'``) or ``None (not set)``."""
+        shown = [f"api_key={self._key_repr()}" if f.name == "api_key" else f"{f.name}={getattr(self, f.name)!r}"
+                 for f in fields(self)]
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    __str__ = __repr__
 
 
 def call_with_retries(cfg: ClientConfig, send: Callable[[], _T], *, count: Callable[..., None],

@@ -12,11 +12,15 @@ class MechvalueError(ValueError):
     """Base class for all errors raised on bad input or state."""
 
 
+class UsageError(MechvalueError):
+    """An argument, flag or setting the caller can fix (unknown name, out-of-range or non-finite number)."""
+
+
 class ModelUnavailableError(MechvalueError):
     """A model cannot be loaded (offline and not cached, or an unsupported architecture)."""
 
 
-class HookError(MechvalueError):
+class HookError(UsageError):
     """A layer, hook name or neuron index the model does not have."""
 
 

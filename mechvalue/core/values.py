@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from mechvalue.core.errors import MechvalueError
+from mechvalue.core.errors import MechvalueError, UsageError
 
 # Circumplex order, counter-clockwise, starting at universalism (0 degrees).
 VALUES: tuple[str, ...] = (
@@ -124,7 +124,7 @@ def canonical(name: str) -> str:
     """Canonical value name for ``name`` ("Self direction", "SD", "self-direction" -> "self_direction")."""
     if isinstance(name, str) and _key(name) in _LOOKUP:
         return _LOOKUP[_key(name)]
-    raise MechvalueError(f"unknown value {name!r}; valid values: {', '.join(VALUES)} "
+    raise UsageError(f"unknown value {name!r}; valid values: {', '.join(VALUES)} "
                          f"(or codes {', '.join(CODES.values())})")
 
 
@@ -136,14 +136,14 @@ def canonical_list(names: Iterable[str] | str | None) -> list[str]:
         names = [n for n in names.split(",") if n.strip()]
     out = [canonical(n.strip()) for n in names]
     if not out:
-        raise MechvalueError("empty list of values")
+        raise UsageError("empty list of values")
     return list(dict.fromkeys(out))
 
 
 def canonical_dimension(name: str) -> str:
     if isinstance(name, str) and _key(name) in _DIM_LOOKUP:
         return _DIM_LOOKUP[_key(name)]
-    raise MechvalueError(f"unknown higher-order dimension {name!r}; valid: {', '.join(DIMENSIONS)} "
+    raise UsageError(f"unknown higher-order dimension {name!r}; valid: {', '.join(DIMENSIONS)} "
                          f"(or {', '.join(DIMENSION_CODES.values())})")
 
 

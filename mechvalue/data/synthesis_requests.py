@@ -25,7 +25,13 @@ _WORDS = re.compile(r"[a-z]+")
 
 @dataclass
 class GenerationResult:
-    """What a run did; ``failed`` counts requests given up after their retry budgets."""
+    """What a run did.
+
+    ``failed`` counts requests given up after their retry budgets (their messages are in ``failures``);
+    ``malformed`` counts malformed replies (each re-asked); ``skipped_malformed`` counts the requests among
+    ``failed`` that were skipped because every reply to them was malformed (a body that is not JSON or not
+    a chat completion, or content that is not the JSON asked for).
+    """
 
     out_path: str
     target: int
@@ -35,6 +41,7 @@ class GenerationResult:
     failed: int = 0
     retries: int = 0
     malformed: int = 0
+    skipped_malformed: int = 0
     requests: int = 0
     context_bias: float | None = None
     failures: list[str] = field(default_factory=list)
@@ -46,7 +53,8 @@ class GenerationResult:
     def summary(self) -> str:
         s = (f"{self.out_path}: {self.written} written, {self.skipped} skipped (already there), "
              f"{self.duplicates} duplicates dropped, {self.failed} failed, {self.retries} retries, "
-             f"{self.malformed} malformed replies, {self.requests} requests")
+             f"{self.malformed} malformed replies, {self.skipped_malformed} requests skipped after malformed "
+             f"replies, {self.requests} requests")
         if self.context_bias is not None:
             s += f", context-bias share {self.context_bias:.2f}"
         done = self.written + self.skipped
@@ -93,7 +101,7 @@ class Caller:
         import openai
 
         self.cfg, self.result = cfg, result
-        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=cfg.api_key, max_retries=0,
+        self.client = openai.OpenAI(base_url=cfg.base_url, api_key=cfg.key, max_retries=0,
                                     timeout=cfg.timeout)
         self.lock, self.rng = threading.Lock(), random.Random(seed)
 
@@ -106,16 +114,18 @@ class Caller:
                 self.result.failures.append(failure)
 
     def chat(self, prompt: str) -> str:
-        """One reply's text; raises MalformedReply, GiveUp or GenerationError."""
+        """One reply's text; raises MalformedReply (a body that is not a chat completion), GiveUp or
+        GenerationError."""
         cfg = self.cfg
 
         def send() -> str:
             msgs = [{"role": "user", "content": prompt}]
-            resp = self.client.chat.completions.create(model=cfg.model, messages=msgs, temperature=cfg.temperature)
             try:
-                return resp.choices[0].message.content or ""
-            except (AttributeError, IndexError, TypeError) as exc:
-                raise MalformedReply("reply is not a chat completion") from exc
+                resp = self.client.chat.completions.create(model=cfg.model, messages=msgs,
+                                                           temperature=cfg.temperature)
+            except json.JSONDecodeError as exc:
+                raise MalformedReply(f"response body is not JSON: {exc.doc[:60]!r}") from exc
+            return completion_text(resp)
 
         def fatal(err: str) -> GenerationError:
             return GenerationError(f"{cfg.base_url} answered {err}; check the base URL, the model name and the "
@@ -124,7 +134,11 @@ class Caller:
         return call_with_retries(cfg, send, count=self.count, rng=self.rng, lock=self.lock, fatal=fatal)
 
     def ask(self, prompt: str, parse: Callable[[Any], list[dict]]) -> list[dict]:
-        """Chat and parse, re-asking after malformed replies; [] (a recorded failure) when budgets run out."""
+        """Chat and parse, re-asking after malformed replies; [] (a recorded failure) when budgets run out.
+
+        A request whose every reply was malformed is skipped: counted in ``skipped_malformed`` and
+        ``failed``, its last problem kept in ``failures``; the run goes on.
+        """
         last = ""
         try:
             for _ in range(self.cfg.max_malformed + 1):
@@ -133,10 +147,24 @@ class Caller:
                 except MalformedReply as exc:
                     self.count(malformed=1)
                     last = str(exc)
-            raise GiveUp(f"malformed reply {self.cfg.max_malformed + 1} times: {last}")
         except GiveUp as exc:
             self.count(failure=str(exc))
             return []
+        tries = self.cfg.max_malformed + 1
+        self.count(failure=f"request skipped after {tries} malformed repl{'y' if tries == 1 else 'ies'}: {last}",
+                   skipped_malformed=1)
+        return []
+
+
+def completion_text(resp: Any) -> str:
+    """The message text of a chat completion ("" for none); MalformedReply for anything else."""
+    try:
+        content = resp.choices[0].message.content
+    except (AttributeError, IndexError, KeyError, TypeError) as exc:
+        raise MalformedReply(f"response is not a chat completion ({type(exc).__name__}: {exc})") from exc
+    if content is not None and not isinstance(content, str):
+        raise MalformedReply(f"response message content is a {type(content).__name__}, not text")
+    return content or ""
 
 
 @dataclass

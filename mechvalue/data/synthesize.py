@@ -9,8 +9,10 @@ Output is append-only JSONL in the schema of ``data/``, each record checked by d
 validator, ids like ``benevolence-pair-g0001``. ``n`` is the target number of generated records
 in the file, so a rerun resumes: ids already there are skipped, every line is flushed and
 fsynced, texts that normalise like an existing one are dropped. 429, 5xx, timeouts and
-connection errors are retried with exponential backoff and jitter; malformed replies are
-re-asked. Both budgets are bounded; an item that exhausts them is a recorded failure.
+connection errors are retried with exponential backoff and jitter; malformed replies (an HTTP 200
+body that is not JSON or not a chat completion, or content that is not the JSON asked for) are
+re-asked. Both budgets are bounded; a request that exhausts them is skipped and recorded (its
+message in ``failures``, malformed ones counted in ``skipped_malformed``) and the run goes on.
 """
 
 from __future__ import annotations

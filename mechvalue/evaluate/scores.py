@@ -10,7 +10,9 @@
   their gates active.
 
 All take ``interventions`` (a spec or list of specs) and return per-item numbers so that
-:mod:`mechvalue.analysis.metrics` can put bootstrap CIs on them.
+:mod:`mechvalue.analysis.metrics` can put bootstrap CIs on them. Arguments (``batch_size``,
+``limit``) are checked, and every prompt tokenized against the model's context, before the
+first forward pass.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from mechvalue.core.values import canonical_list
 from mechvalue.data.bundled import Dilemma, PortraitItem, load_dilemmas, load_portraits
 from mechvalue.interventions.install import RunContext, intervene
 from mechvalue.lm.generation import logits_at, score
-from mechvalue.lm.prompts import Example, chat, raw, tokenize
+from mechvalue.lm.prompts import Example, chat, check_count, context_limit, raw, tokenize
 
 SCALE = ("not like me at all", "not like me", "a little like me", "somewhat like me", "like me",
          "very much like me")
@@ -51,16 +53,20 @@ def _digit_ids(tokenizer, digits: Sequence[str]) -> list[int]:
 
 @torch.inference_mode()
 def next_token_distribution(model, examples: Sequence[Example], candidates: Sequence[str], interventions=(), *,
-                            batch_size: int = 16) -> Float[Tensor, "n k"]:
+                            batch_size: int = 16, progress: bool = False, desc: str = "score") -> Float[Tensor, "n k"]:
     """Probabilities of single-token ``candidates`` as the next token, renormalised over them: ``[n, k]``."""
     if not examples:
         raise MechvalueError("no prompts to score")
+    batch_size = check_count(batch_size, "batch_size")
     ids = torch.tensor(_digit_ids(model.tokenizer, candidates))
     device = next(model.parameters()).device
+    starts = range(0, len(examples), batch_size)
+    batches = [tokenize(model.tokenizer, list(examples[start:start + batch_size]), span="last", skip_special=False,
+                        padding_side="right", index=range(start, min(start + batch_size, len(examples))),
+                        n_ctx=context_limit(model)) for start in starts]
     out = []
-    for start in range(0, len(examples), batch_size):
+    for start, batch in tqdm(list(zip(starts, batches)), desc=desc, disable=not progress):
         chunk = list(examples[start:start + batch_size])
-        batch = tokenize(model.tokenizer, chunk, span="last", skip_special=False, padding_side="right")
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk], chunk)
         rows = torch.arange(len(chunk), device=device)
         with intervene(model, interventions, context=ctx):
@@ -143,13 +149,12 @@ def mmlu_accuracy(model, questions, interventions=(), *, batch_size: int = 8, pr
     """
     from mechvalue.data.public import MMLU_LETTERS, format_mmlu_prompt
 
-    qs = list(questions)[:limit] if limit else list(questions)
+    batch_size = check_count(batch_size, "batch_size")
+    qs = list(questions)[:check_count(limit, "limit")] if limit is not None else list(questions)
     if not qs:
         raise MechvalueError("no MMLU questions")
     examples = [raw(format_mmlu_prompt(q)) for q in qs]
-    probs = []
-    for start in tqdm(range(0, len(examples), batch_size), desc="mmlu", disable=not progress):
-        probs.append(next_token_distribution(model, examples[start:start + batch_size],
-                                             [" " + c for c in MMLU_LETTERS], interventions, batch_size=batch_size))
-    pred = torch.cat(probs).argmax(-1).numpy()
+    probs = next_token_distribution(model, examples, [" " + c for c in MMLU_LETTERS], interventions,
+                                    batch_size=batch_size, progress=progress, desc="mmlu")
+    pred = probs.argmax(-1).numpy()
     return (pred == np.array([q.answer for q in qs])).astype(float)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from mechvalue.core.artifacts import atomic_path, package_versions
-from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.errors import CorruptFileError, UsageError
 from mechvalue.export.vectors import VectorBundle, prepare_export
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def export_gguf(path: str | os.PathLike, vectors, *, model=None, hint: str | Non
 
     vecs, man = prepare_export(vectors, model, "hook_resid_post", values, meta)
     if 0 in vecs:
-        raise MechvalueError("llama.cpp never steers layer 0 (it rejects direction.0): drop layer 0 or export "
+        raise UsageError("llama.cpp never steers layer 0 (it rejects direction.0): drop layer 0 or export "
                              "to safetensors")
     man["versions"] = package_versions()
     path = Path(path)

@@ -16,7 +16,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mechvalue.core.context import current_context
-from mechvalue.core.errors import HookError, MechvalueError
+from mechvalue.core.errors import HookError, MechvalueError, UsageError
 from mechvalue.core.hooks import mlp_hook, resid_hook
 
 Positions = str | Sequence[int] | Tensor
@@ -56,6 +56,43 @@ def as_float(x, dtype=torch.float32) -> Tensor:
     return x.detach().to(dtype) if isinstance(x, Tensor) else torch.as_tensor(x, dtype=dtype)
 
 
+def _label(spec: Spec) -> str:
+    """``AddVector(layer=3)`` / ``ProbePush(hook='blocks.2.mlp.hook_post')``: the spec, short, for messages."""
+    where = f"layer={spec.layer}" if hasattr(spec, "layer") else f"hook={getattr(spec, 'hook', '?')!r}"
+    return f"{type(spec).__name__}({where})"
+
+
+def check_numbers(spec: Spec, name: str, *, ndims: tuple[int, ...] = (0, 1), length: int | None = None,
+                  nonzero: bool = False) -> None:
+    """Refuse a non-finite, mis-shaped or (with ``nonzero``) all-zero ``spec.<name>`` at construction:
+    NaN or inf in an edit turns every later activation into NaN (empty text, no error)."""
+    value = getattr(spec, name)
+    if value is None:
+        return
+    try:
+        t = as_float(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise UsageError(f"{_label(spec)}: {name} must be a number or a tensor of numbers, got "
+                         f"{type(value).__name__}") from exc
+    if t.ndim not in ndims or (t.ndim == 1 and t.shape[0] == 0):
+        want = " or ".join({0: "a scalar", 1: "a non-empty [n] vector"}[d] for d in ndims)
+        raise UsageError(f"{_label(spec)}: {name} has shape {tuple(t.shape)}, expected {want}")
+    if not bool(torch.isfinite(t).all()):
+        bad = (~torch.isfinite(t)).nonzero().reshape(-1)
+        shown = f"= {t.item()}" if t.ndim == 0 else (f"has {len(bad)} NaN/inf entries of {t.numel()} (first at "
+                                                     f"index {int(bad[0])}: {t[bad[0]].item()})")
+        raise UsageError(f"{_label(spec)}: {name} {shown}; expected finite numbers")
+    if length is not None and t.ndim == 1 and t.shape[0] not in (1, length):
+        raise UsageError(f"{_label(spec)}: {name} has {t.shape[0]} entries, expected 1 or {length} (one per index)")
+    if nonzero and not bool((t != 0).any()):
+        raise UsageError(f"{_label(spec)}: {name} is all zeros (shape {tuple(t.shape)}); it has no direction")
+
+
+def _n_indices(spec: Spec) -> int | None:
+    idx = getattr(spec, "indices", None)
+    return None if idx is None else int(torch.as_tensor(idx).numel())
+
+
 def _where(sel: Tensor, new: Tensor, old: Tensor) -> Tensor:
     return torch.where(sel[..., None], new, old)
 
@@ -78,6 +115,10 @@ class AddVector(Spec):
     vector: Float[Tensor, " d_model"]
     alpha: float | Sequence[float] | Tensor = 1.0
     hook: str = field(default="hook_resid_post", kw_only=True)
+
+    def __post_init__(self):
+        check_numbers(self, "vector", ndims=(1,))
+        check_numbers(self, "alpha")
 
     @property
     def hook_name(self) -> str:
@@ -124,6 +165,9 @@ class ScaleNeurons(NeuronSpec):
 
     factor: float | Sequence[float] | Tensor = 1.0
 
+    def __post_init__(self):
+        check_numbers(self, "factor", length=_n_indices(self))
+
     def new_values(self, cur):
         return cur * as_float(self.factor).to(cur.device, cur.dtype)
 
@@ -140,6 +184,7 @@ class AblateNeurons(NeuronSpec):
             raise MechvalueError(f"AblateNeurons mode must be 'zero' or 'mean', not {self.mode!r}")
         if self.mode == "mean" and self.means is None:
             raise MechvalueError("AblateNeurons(mode='mean') needs means= (one per index)")
+        check_numbers(self, "means", length=_n_indices(self))
 
     def new_values(self, cur):
         if self.mode == "zero":
@@ -153,6 +198,9 @@ class SetNeurons(NeuronSpec):
 
     values: float | Sequence[float] | Tensor = 0.0
 
+    def __post_init__(self):
+        check_numbers(self, "values", length=_n_indices(self))
+
     def new_values(self, cur):
         return as_float(self.values).to(cur.device, cur.dtype).expand_as(cur)
 
@@ -164,6 +212,9 @@ class ProjectOut(Spec):
     layer: int
     direction: Float[Tensor, " d_model"]
     hook: str = field(default="hook_resid_post", kw_only=True)
+
+    def __post_init__(self):
+        check_numbers(self, "direction", ndims=(1,), nonzero=True)
 
     @property
     def hook_name(self) -> str:
@@ -193,6 +244,17 @@ class ProbePush(Spec):
     mean: Tensor | None = None
     scale: Tensor | None = None
     direction: str = "raise"
+
+    def __post_init__(self):
+        if self.direction not in ("raise", "lower"):
+            raise UsageError(f"{_label(self)}: direction must be 'raise' or 'lower', not {self.direction!r}")
+        check_numbers(self, "w", ndims=(1,), nonzero=True)
+        for name in ("b", "target"):
+            check_numbers(self, name, ndims=(0,))
+        check_numbers(self, "mean")
+        check_numbers(self, "scale")
+        if self.scale is not None and not bool((as_float(self.scale) != 0).all()):
+            raise UsageError(f"{_label(self)}: scale has zeros; features are divided by it")
 
     @property
     def hook_name(self) -> str:

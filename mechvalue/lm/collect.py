@@ -32,8 +32,8 @@ from tqdm.auto import tqdm
 from mechvalue.core.artifacts import load_tensors, save_tensors
 from mechvalue.core.errors import CorruptFileError, DataError, HookError, MechvalueError
 from mechvalue.core.hooks import check_hook, check_layers, mlp_hook, resid_hook
-from mechvalue.lm.models import model_info
-from mechvalue.lm.prompts import Example, Span, TokenBatch, iter_batches
+from mechvalue.lm.models import artifact_model, check_artifact_model, model_info
+from mechvalue.lm.prompts import Example, Span, TokenBatch, check_count, context_limit, iter_batches
 
 Reduce = Literal["last", "mean"]
 
@@ -92,13 +92,8 @@ class ActivationStats:
         return stats
 
     def check_model(self, model) -> None:
-        info = model_info(model)
-        for key in ("model_id", "processing"):
-            if self.meta.get(key) != info.get(key):
-                raise CorruptFileError(
-                    f"statistics were collected with {key}={self.meta.get(key)!r}, but the model has "
-                    f"{key}={info.get(key)!r}; recollect them for this model"
-                )
+        """Refuse statistics collected on another model, weight processing or dtype."""
+        check_artifact_model(self.meta, model, "these activation statistics")
 
 
 class _Accumulator:
@@ -215,10 +210,15 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
             the dataset's longest example); None for plain ``batch_size`` batches.
         checkpoint: file to save accumulators to every ``checkpoint_every`` batches; a rerun
             with the same inputs and settings resumes from it (it is deleted on success).
+
+    Arguments are checked and every batch tokenized (refusing an example longer than the model's
+    context, ``model.cfg.n_ctx``, after ``max_length`` truncation) before the first forward pass.
     """
     layers = check_layers(model, layers)
     if not examples:
         raise DataError("no examples to collect over: the dataset is empty")
+    _check_sizes(batch_size=batch_size, max_tokens=max_tokens, max_length=max_length,
+                 checkpoint_every=checkpoint_every)
     feats = _normalize_features(model, features)
     if not (resid or mlp or feats):
         raise DataError("nothing to collect: set resid=True, mlp=True or ask for features")
@@ -243,7 +243,7 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
                 "max_length": max_length, "model": model_info(model).get("model_id")}
     fingerprint = _fingerprint(examples, settings)
     batches = list(iter_batches(model.tokenizer, examples, batch_size, span, skip_special=skip_special,
-                                max_length=max_length, max_tokens=max_tokens))
+                                max_length=max_length, max_tokens=max_tokens, n_ctx=context_limit(model)))
     done = _resume(acc, checkpoint, fingerprint) if checkpoint else 0
     for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress, initial=done, total=len(batches))):
         if i < done:
@@ -260,8 +260,7 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
         out = torch.empty_like(vals)
         out[idx] = vals
         features_out[name] = out
-    info = model_info(model)
-    meta = {"model_id": info.get("model_id"), "processing": info.get("processing"), "span": span,
+    meta = {**artifact_model(model), "span": span,
             "resid_hook": resid_hook_name if resid else None, "skip_special": skip_special,
             "feature_reduce": feats, "fingerprint": fingerprint}
     stats = ActivationStats(
@@ -274,6 +273,13 @@ def collect(model, examples: Sequence[Example], *, layers: Sequence[int] | int |
     if checkpoint and Path(checkpoint).exists():
         Path(checkpoint).unlink()
     return stats
+
+
+def _check_sizes(**sizes: int | None) -> None:
+    """Counts that must be integers >= 1 (None: not set)."""
+    for name, value in sizes.items():
+        if value is not None or name in ("batch_size", "checkpoint_every"):
+            check_count(value, name)
 
 
 def _save_checkpoint(acc: _Accumulator, path, fingerprint: str, done: int) -> None:

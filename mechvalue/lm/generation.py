@@ -6,21 +6,26 @@ the prompt pass, then one forward per generated token, the intervention applied 
 prompt positions and to every generated token including the first. Deterministic for a
 seed (a private ``torch.Generator``). :func:`score` gives the log-probability of given
 continuations under the same interventions, batched.
+
+Both check their arguments and tokenize every batch (refusing a prompt longer than the model's
+context, :func:`mechvalue.lm.prompts.tokenize`) before the first forward pass.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mechvalue.core.errors import MechvalueError
+from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.interventions.install import ActivationGate, RunContext, Spec, flatten_specs, intervene
-from mechvalue.lm.prompts import Example, chat, prompt_text, tokenize
+from mechvalue.lm.prompts import Example, TokenBatch, chat, check_count, context_limit, prompt_text, tokenize
 
 
 @dataclass
@@ -45,6 +50,15 @@ def _as_examples(prompts) -> list[Example]:
     if not out:
         raise MechvalueError("no prompts to generate from")
     return out
+
+
+def check_sampling(temperature: float, top_p: float) -> None:
+    """``temperature`` finite and >= 0 (0 = greedy), ``top_p`` in (0, 1]."""
+    if isinstance(temperature, bool) or not isinstance(temperature, Real) or not math.isfinite(temperature) \
+            or temperature < 0:
+        raise UsageError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+    if isinstance(top_p, bool) or not isinstance(top_p, Real) or not 0 < top_p <= 1:
+        raise UsageError(f"top_p must be a number in (0, 1] (1 = no nucleus cut), got {top_p!r}")
 
 
 def _for_rows(interventions, rows: Sequence[int], n: int) -> list:
@@ -119,48 +133,25 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
     at the first stop string (which is cut from the text). Per-row gate and alpha tensors
     follow the order of ``prompts`` (rows are sorted by length and batched internally).
     """
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
     examples = _as_examples(prompts)
-    if max_new_tokens < 1:
-        raise MechvalueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
+    batch_size = check_count(batch_size, "batch_size")
+    check_sampling(temperature, top_p)
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     tok = model.tokenizer
     eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
     gen = torch.Generator().manual_seed(seed)
-    device = next(model.parameters()).device
     texts, tokens_out, lps_out = [None] * len(examples), [None] * len(examples), [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(prompt_text(tok, examples[i])))
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc="generate", disable=not progress):
-        idx = order[start:start + batch_size]
-        batch = tokenize(tok, [examples[i] for i in idx], span="all", skip_special=False, padding_side="left")
+    chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+    batches = [tokenize(tok, [examples[i] for i in idx], span="all", skip_special=False, padding_side="left",
+                        index=idx, n_ctx=context_limit(model), reserve=max_new_tokens - 1) for idx in chunks]
+    for idx, batch in tqdm(list(zip(chunks, batches)), desc="generate", disable=not progress):
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask,
                                     [examples[i].user for i in idx], [examples[i] for i in idx])
-        b = len(idx)
-        cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
-        done = torch.zeros(b, dtype=torch.bool)
-        new_tokens: list[list[int]] = [[] for _ in range(b)]
-        new_lps: list[list[float]] = [[] for _ in range(b)]
         with intervene(model, _for_rows(interventions, idx, len(examples)), context=ctx):
-            tokens, attn = batch.tokens.to(device), batch.attention_mask.to(device)
-            logits = _forward(model, tokens, attn, cache)[:, -1]
-            for step in range(max_new_tokens):
-                nxt = _sample(logits, temperature, top_p, gen)
-                logp = torch.log_softmax(logits.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
-                for r in range(b):
-                    if done[r]:
-                        continue
-                    t = int(nxt[r])
-                    new_tokens[r].append(t)
-                    new_lps[r].append(float(logp[r]))
-                    if t in eos or (stops and any(s in tok.decode(new_tokens[r]) for s in stops)):
-                        done[r] = True
-                if bool(done.all()) or step == max_new_tokens - 1:
-                    break
-                ctx.past_len = tokens.shape[1] + step
-                logits = _forward(model, nxt[:, None], torch.ones(b, 1, dtype=attn.dtype, device=device),
-                                  cache)[:, -1]
+            new_tokens, new_lps = _generate_batch(model, batch, ctx, max_new_tokens, (temperature, top_p, gen),
+                                                  eos, stops)
         for r, i in enumerate(idx):
             text = tok.decode([t for t in new_tokens[r] if t not in eos], skip_special_tokens=True)
             for s in stops:
@@ -168,6 +159,36 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
                     text = text[:text.index(s)]
             texts[i], tokens_out[i], lps_out[i] = text, new_tokens[r], new_lps[r]
     return Generation(texts, tokens_out, lps_out if return_logprobs else None)
+
+
+def _generate_batch(model, batch: TokenBatch, ctx: RunContext, max_new_tokens: int, sampling: tuple,
+                    eos: set[int], stops: list[str]) -> tuple[list[list[int]], list[list[float]]]:
+    """The KV-cached loop of one left-padded batch (interventions installed by the caller)."""
+    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
+
+    tok, device, b = model.tokenizer, next(model.parameters()).device, batch.tokens.shape[0]
+    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
+    done = torch.zeros(b, dtype=torch.bool)
+    new_tokens: list[list[int]] = [[] for _ in range(b)]
+    new_lps: list[list[float]] = [[] for _ in range(b)]
+    tokens, attn = batch.tokens.to(device), batch.attention_mask.to(device)
+    logits = _forward(model, tokens, attn, cache)[:, -1]
+    for step in range(max_new_tokens):
+        nxt = _sample(logits, *sampling)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
+        for r in range(b):
+            if done[r]:
+                continue
+            t = int(nxt[r])
+            new_tokens[r].append(t)
+            new_lps[r].append(float(logp[r]))
+            if t in eos or (stops and any(s in tok.decode(new_tokens[r]) for s in stops)):
+                done[r] = True
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break
+        ctx.past_len = tokens.shape[1] + step
+        logits = _forward(model, nxt[:, None], torch.ones(b, 1, dtype=attn.dtype, device=device), cache)[:, -1]
+    return new_tokens, new_lps
 
 
 @torch.inference_mode()
@@ -181,21 +202,20 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
     and alpha tensors are per prompt (``[n_prompts]``, shared by its candidates).
     """
     examples = _as_examples(prompts)
-    if len(continuations) != len(examples):
-        raise MechvalueError(f"{len(examples)} prompts but {len(continuations)} lists of continuations")
+    batch_size = check_count(batch_size, "batch_size")
+    k = _check_continuations(continuations, len(examples))
     if reduce not in ("sum", "mean"):
         raise MechvalueError(f"reduce must be 'sum' or 'mean', not {reduce!r}")
-    k = len(continuations[0]) if continuations else 0
-    if k == 0 or any(len(c) != k for c in continuations):
-        raise MechvalueError("every prompt needs the same number (>= 1) of continuations")
     flat = [Example(e.user, e.system, c, e.raw) for e, cs in zip(examples, continuations) for c in cs]
     tok = model.tokenizer
     device = next(model.parameters()).device
     out = torch.empty(len(flat))
     starts = range(0, len(flat), batch_size)
-    for start in tqdm(starts, desc="score", disable=not progress):
+    batches = [tokenize(tok, flat[start:start + batch_size], span="response", skip_special=False,
+                        padding_side="right", index=[j // k for j in range(start, min(start + batch_size, len(flat)))],
+                        n_ctx=context_limit(model)) for start in starts]
+    for start, batch in tqdm(list(zip(starts, batches)), desc="score", disable=not progress):
         chunk = flat[start:start + batch_size]
-        batch = tokenize(tok, chunk, span="response", skip_special=False, padding_side="right")
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask, [e.user for e in chunk],
                                     [examples[(start + j) // k] for j in range(len(chunk))])
         rows = [(start + j) // k for j in range(len(chunk))]  # per-row gates/alphas are per prompt
@@ -208,3 +228,18 @@ def score(model, prompts: Sequence[str | Example], continuations: Sequence[Seque
         total = torch.zeros(len(chunk)).index_add_(0, r, logp)
         out[start:start + len(chunk)] = total / mask.sum(1) if reduce == "mean" else total
     return out.reshape(len(examples), k)
+
+
+def _check_continuations(continuations, n: int) -> int:
+    """The number of continuations per prompt (the same for all, >= 1; each a list of strings)."""
+    if isinstance(continuations, str) or len(continuations) != n:
+        got = "a string" if isinstance(continuations, str) else f"{len(continuations)} lists"
+        raise MechvalueError(f"{n} prompts but {got} of continuations; expected one list of strings per prompt")
+    for i, c in enumerate(continuations):
+        if isinstance(c, str) or not all(isinstance(x, str) for x in c):
+            raise UsageError(f"continuations[{i}] must be a list of strings, got {c!r:.80}; wrap one "
+                             "continuation as [text]")
+    k = len(continuations[0]) if continuations else 0
+    if k == 0 or any(len(c) != k for c in continuations):
+        raise MechvalueError("every prompt needs the same number (>= 1) of continuations")
+    return k

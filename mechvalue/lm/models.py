@@ -31,7 +31,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechvalue.core.artifacts import atomic_path, package_versions, write_json_atomic
-from mechvalue.core.errors import ModelUnavailableError
+from mechvalue.core.errors import CorruptFileError, ModelUnavailableError
 
 OFFLINE_DEFAULT = "smollm2-135m-instruct"
 SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -107,7 +107,28 @@ def model_info(model: Any) -> dict[str, Any]:
     info.setdefault("model_id", getattr(cfg, "model_name", "unknown"))
     info.setdefault("processing", "unknown")
     info.update(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp)
+    info["dtype"] = str(getattr(cfg, "dtype", "unknown")).removeprefix("torch.")
     return info
+
+
+#: what an artifact must share with the model it is used on
+ARTIFACT_MODEL_KEYS = ("model_id", "processing", "dtype")
+
+
+def artifact_model(model: Any) -> dict[str, Any]:
+    """The fields of :func:`model_info` an artifact records, to be checked by :func:`check_artifact_model`."""
+    info = model_info(model)
+    return {k: info.get(k) for k in ARTIFACT_MODEL_KEYS}
+
+
+def check_artifact_model(meta: dict, model: Any, what: str) -> None:
+    """Refuse an artifact made on another model, weight processing or dtype (keys it lacks are not checked:
+    files from before a key was recorded), naming both sides."""
+    info = artifact_model(model)
+    for key in ARTIFACT_MODEL_KEYS:
+        if key in meta and meta[key] != info[key]:
+            raise CorruptFileError(f"{what} was made with {key}={meta[key]!r}, but the model has {key}={info[key]!r}; "
+                                   "recompute it for this model (or load the model it was made with)")
 
 
 def _file_sha256(path: Path) -> str:

@@ -10,10 +10,15 @@ twice.
 A :class:`TokenBatch` carries tokens, the attention mask and a *read mask* per row
 selecting the span that statistics read: every prompt token (``"prompt"``), the last
 prompt token (``"last"``), the response tokens (``"response"``) or all (``"all"``).
+
+Every forward pass of :mod:`mechvalue.lm` tokenizes through :func:`tokenize`, which refuses a row
+longer than the model's context (``n_ctx=``, with ``reserve`` tokens kept free for generation)
+before any model runs; :func:`check_count` is the shared check of counts such as ``batch_size``.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,10 +27,34 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from mechvalue.core.errors import DataError
+from mechvalue.core.errors import DataError, MechvalueError, UsageError
 
 Span = Literal["prompt", "last", "response", "all"]
 SPANS: tuple[str, ...] = ("prompt", "last", "response", "all")
+
+
+def check_count(value, name: str, *, minimum: int = 1, error: type[MechvalueError] = UsageError) -> int:
+    """``value`` as an int ``>= minimum``; bools, floats and strings are refused (``batch_size=0`` or
+    ``max_new_tokens=2.5`` would otherwise fail deep inside a loop, after the first forward passes)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise error(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def context_limit(model) -> int | None:
+    """The longest sequence ``model`` takes (``model.cfg.n_ctx``), or None if it does not say."""
+    n_ctx = getattr(getattr(model, "cfg", None), "n_ctx", None)
+    return int(n_ctx) if isinstance(n_ctx, numbers.Integral) and n_ctx > 0 else None
+
+
+def _check_length(row: int, n_tokens: int, n_ctx: int | None, reserve: int) -> None:
+    if n_ctx is None or n_tokens + reserve <= n_ctx:
+        return
+    new = (f" + {reserve} generated tokens fed back (max_new_tokens - 1) = {n_tokens + reserve}" if reserve
+           else "")
+    raise DataError(f"example {row} is {n_tokens} tokens{new}, more than the model's context of {n_ctx} tokens "
+                    f"(model.cfg.n_ctx): shorten it{' or lower max_new_tokens' if reserve else ''} (collect takes "
+                    "max_length= to truncate prompts from the left)")
 
 
 @dataclass(frozen=True)
@@ -129,12 +158,15 @@ def _span_mask(n_prompt: int, n_resp: int, span: str, special: list[bool], skip_
 
 def tokenize(tokenizer, examples: Sequence[Example], span: Span = "prompt", *, skip_special: bool = True,
              padding_side: str = "right", max_length: int | None = None,
-             index: Sequence[int] | None = None) -> TokenBatch:
+             index: Sequence[int] | None = None, n_ctx: int | None = None, reserve: int = 0) -> TokenBatch:
     """Tokenize and pad ``examples`` into one :class:`TokenBatch`.
 
     ``skip_special`` drops special tokens (BOS, ``<|im_start|>``...) from the read span
-    (never from ``"last"``). ``max_length`` truncates the prompt from the left.
-    Raises :class:`DataError` on an empty list, an unknown span, or a row with nothing to read.
+    (never from ``"last"``). ``max_length`` truncates the prompt from the left. With ``n_ctx``
+    (the model's context, :func:`context_limit`) a row longer than ``n_ctx - reserve`` tokens
+    (after truncation) is refused, naming the row by ``index`` (its position in the caller's list);
+    generation reserves ``max_new_tokens - 1`` (its last token is sampled, never fed back).
+    Raises :class:`DataError` on an empty list, an unknown span, a row with nothing to read or a too-long row.
     """
     if span not in SPANS:
         raise DataError(f"span={span!r} is not one of {SPANS}")
@@ -151,6 +183,7 @@ def tokenize(tokenizer, examples: Sequence[Example], span: Span = "prompt", *, s
         if max_length is not None and len(p) + len(r) > max_length:
             p = p[max(0, len(p) - max(1, max_length - len(r))):]
         ids = p + r
+        _check_length(index[k] if index is not None else k, len(ids), n_ctx, reserve)
         mask = _span_mask(len(p), len(r), span, [t in special_ids for t in ids], skip_special)
         if not any(mask):
             what = "response" if span == "response" else "text"
@@ -185,10 +218,9 @@ def iter_batches(tokenizer, examples: Sequence[Example], batch_size: int = 16, s
     caps rows x padded width per batch (a single longer row still gets its own batch), so
     peak memory depends on the budget, not on the longest example of the dataset.
     """
-    if batch_size < 1:
-        raise DataError(f"batch_size must be >= 1, got {batch_size}")
-    if max_tokens is not None and max_tokens < 1:
-        raise DataError(f"max_tokens must be >= 1, got {max_tokens}")
+    check_count(batch_size, "batch_size", error=DataError)
+    if max_tokens is not None:
+        check_count(max_tokens, "max_tokens", error=DataError)
     if len(examples) == 0:
         raise DataError("no examples: the dataset is empty")
     order = list(range(len(examples)))

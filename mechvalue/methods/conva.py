@@ -26,13 +26,13 @@ from torch import Tensor
 
 from mechvalue.analysis.vectors import Probe, push_amount, train_probe
 from mechvalue.core.artifacts import load_tensors, save_tensors
-from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.errors import MechvalueError
 from mechvalue.core.hooks import resid_hook
 from mechvalue.core.values import canonical
 from mechvalue.data.bundled import ContrastPair, load_pairs
 from mechvalue.interventions.install import AddVector, PerBatch, RunContext, intervene
 from mechvalue.lm.collect import collect
-from mechvalue.lm.models import model_info
+from mechvalue.lm.models import artifact_model, check_artifact_model
 from mechvalue.lm.prompts import Example, chat, raw, tokenize
 
 #: the authors' P0 per value (Llama-2-7b-chat), without and with the negative prompt (§6.8)
@@ -71,8 +71,8 @@ class ValueVectors:
     @classmethod
     def load(cls, path: str | Path, model=None) -> ValueVectors:
         t, meta = load_tensors(path, kind="ConvaVectors")
-        if model is not None and meta.get("model_id") != model_info(model).get("model_id"):
-            raise CorruptFileError(f"{path}: vectors of {meta.get('model_id')!r}, not of this model")
+        if model is not None:  # another model, weight processing or dtype: refuse, naming both
+            check_artifact_model(meta, model, f"{path}")
         return cls(meta["value"], list(meta["layers"]), t["w"], t["b"], t["accuracy"], t["mean_diff"],
                    list(meta["selected"]), {k: v for k, v in meta.items() if k not in ("kind",)})
 
@@ -134,9 +134,7 @@ def train_value_vectors(model, value: str, pairs: Sequence[ContrastPair] | None 
     feats = _features(model, texts, layers, template, batch_size)
     return fit_value_vectors(feats, n_tr, n_te, value=value, layers=layers, n_layers=model.cfg.n_layers,
                              threshold=threshold, exclude_last=exclude_last, fallback_width=fallback_width, C=C,
-                             seed=seed, meta={"model_id": model_info(model).get("model_id"),
-                                              "processing": model_info(model).get("processing"),
-                                              "template": template})
+                             seed=seed, meta={**artifact_model(model), "template": template})
 
 
 def fit_value_vectors(feats: Float[Tensor, "layer n d"], n_train: int, n_test: int, *, value: str,

@@ -85,7 +85,9 @@ class DualConfig:
                   (len(self.alphas) > 0, "alphas is empty"),
                   (all(a > 0 for a in self.alphas), "alphas must be > 0"), (self.n_random >= 0, "n_random >= 0"),
                   (0 < self.max_mmlu_drop < 1, "max_mmlu_drop must be in (0, 1)"),
-                  (self.n_items >= 1 and self.n_dilemmas >= 1, "n_items and n_dilemmas must be >= 1")]
+                  (self.n_items >= 1 and self.n_dilemmas >= 1, "n_items and n_dilemmas must be >= 1"),
+                  (isinstance(self.n_permutations, int) and self.n_permutations >= 1,
+                   f"n_permutations must be an integer >= 1, got {self.n_permutations!r}")]
         for ok, msg in checks:
             if not ok:
                 raise MechvalueError(f"DualConfig: {msg}")

@@ -252,6 +252,8 @@ def structure(vectors: DualVectors, layer: int, *, normalize: bool = True, angle
     PCA of the shared axes; cosine matrices of the ``shared`` axes and the ``intrinsic`` and
     ``prompted`` vectors in circumplex order; a summary dict).
     """
+    if isinstance(n_permutations, bool) or not isinstance(n_permutations, int) or n_permutations < 1:
+        raise MechvalueError(f"structure: n_permutations must be an integer >= 1, got {n_permutations!r}")
     if layer not in vectors.layers:
         raise MechvalueError(f"layer {layer} not in the vectors' layers {vectors.layers}")
     vals = [v for v in VALUES if v in vectors.finite_values(layer)]

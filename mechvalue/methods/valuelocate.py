@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from mechvalue.analysis.neurons import NeuronSet, activation_prob_delta, matched_random, threshold_sets, top_k
-from mechvalue.core.errors import MechvalueError
+from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.core.values import OPPOSING_DIMENSIONS, canonical_dimension
 from mechvalue.data.bundled import load_descriptions, load_scenarios
 from mechvalue.interventions.install import ScaleNeurons, SetNeurons
@@ -45,8 +45,12 @@ class ValueLocateConfig:
     def __post_init__(self):
         if self.input_mode not in INPUT_MODES:
             raise MechvalueError(f"input_mode must be one of {INPUT_MODES}, not {self.input_mode!r}")
-        if not 0 <= self.tau < 1:
-            raise MechvalueError(f"tau must be in [0, 1), got {self.tau}")
+        if not isinstance(self.tau, int | float) or not 0 < self.tau < 1:  # also rejects NaN
+            raise UsageError(f"tau must be in (0, 1), got {self.tau}")
+        if self.max_questions is not None and self.max_questions < 1:
+            raise UsageError(f"max_questions must be >= 1 (or None for all), got {self.max_questions}")
+        if self.batch_size < 1:
+            raise UsageError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
 def dimension_examples(dimension: str, config: ValueLocateConfig):

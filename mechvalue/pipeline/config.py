@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mechvalue.core.errors import CorruptFileError, MechvalueError
+from mechvalue.core.errors import CorruptFileError, UsageError
 from mechvalue.core.values import VALUES, canonical_list
 
 #: the steps of ``mechvalue run``, in the order they run (one source of truth: the CLI and the runner read it)
@@ -82,7 +82,7 @@ class RunConfig:
         names = set(cls.fields())
         unknown = sorted(set(file) - names)
         if unknown:
-            raise MechvalueError(f"{source}: unknown config keys {unknown}; valid: {sorted(names)}")
+            raise UsageError(f"{source}: unknown config keys {unknown}; valid: {sorted(names)}")
         given = {k: v for k, v in dict(flags or {}).items() if k in names and v is not None and v is not False}
         merged = {**file, **given}
         quick = _check_type("quick", merged.get("quick", False), bool, source)
@@ -140,9 +140,9 @@ def _check_type(name: str, v: Any, typ, source: str):
     if not ok:
         want = " or ".join({int: "an integer", float: "a number", str: "a string", bool: "true or false"}[t]
                            for t in types)
-        raise MechvalueError(f"{source}: {name!r} must be {want}, got {v!r}")
+        raise UsageError(f"{source}: {name!r} must be {want}, got {v!r}")
     if isinstance(v, float) and not math.isfinite(v):
-        raise MechvalueError(f"{source}: {name!r} must be a finite number, got {v!r}")
+        raise UsageError(f"{source}: {name!r} must be a finite number, got {v!r}")
     return v
 
 
@@ -150,29 +150,29 @@ def _check_field(name: str, v: Any, source: str):
     if name == "values":
         v = v.split(",") if isinstance(v, str) else v
         if not isinstance(v, list | tuple) or not v:
-            raise MechvalueError(f"{source}: 'values' must be a non-empty list of value names, got {v!r}")
+            raise UsageError(f"{source}: 'values' must be a non-empty list of value names, got {v!r}")
         return tuple(canonical_list([x.strip() for x in v if str(x).strip()]))
     if name == "steps":
         v = v.split(",") if isinstance(v, str) else v
         steps = [str(s).strip().lower() for s in (v or []) if str(s).strip()]
         bad = [s for s in steps if s not in STEPS]
         if bad or not steps:
-            raise MechvalueError(f"{source}: unknown steps {bad or [v]}; choose from {', '.join(STEPS)}")
+            raise UsageError(f"{source}: unknown steps {bad or [v]}; choose from {', '.join(STEPS)}")
         return tuple(dict.fromkeys(steps))
     v = _check_type(name, v, _TYPES[name], source)
     if name == "dtype" and v not in DTYPES:
-        raise MechvalueError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {v!r}")
+        raise UsageError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {v!r}")
     positive = ("batch_size", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value", "vl_items_per_value")
     if name in positive and v < 1:
-        raise MechvalueError(f"{source}: {name} must be at least 1, got {v}")
+        raise UsageError(f"{source}: {name} must be at least 1, got {v}")
     if name in ("n_audits", "seed") and v < 0:
-        raise MechvalueError(f"{source}: {name} must be >= 0, got {v}")
+        raise UsageError(f"{source}: {name} must be >= 0, got {v}")
     if name == "vl_causal_tau" and isinstance(v, str) and v != "fdr":
-        raise MechvalueError(f"{source}: vl_causal_tau must be a number in (0, 1) or 'fdr', got {v!r}")
+        raise UsageError(f"{source}: vl_causal_tau must be a number in (0, 1) or 'fdr', got {v!r}")
     if name in ("vl_tau", "vl_causal_tau", "neva_budget") and isinstance(v, float) and not 0 < v < 1:
-        raise MechvalueError(f"{source}: {name} must be in (0, 1), got {v}")
+        raise UsageError(f"{source}: {name} must be in (0, 1), got {v}")
     if name in ("vl_factor", "neva_C") and v <= 0:
-        raise MechvalueError(f"{source}: {name} must be > 0, got {v}")
+        raise UsageError(f"{source}: {name} must be > 0, got {v}")
     return v
 
 
@@ -183,13 +183,13 @@ def _nested(cls, base, values: Any, name: str, source: str, **forced):
     if dataclasses.is_dataclass(values):
         values = dataclasses.asdict(values)
     if not isinstance(values, Mapping):
-        raise MechvalueError(f"{source}: {name!r} must be a table of settings, got {values!r}")
+        raise UsageError(f"{source}: {name!r} must be a table of settings, got {values!r}")
     known = {f.name: f for f in dataclasses.fields(cls)}
     changes = {}
     for k, v in values.items():
         k = str(k).replace("-", "_")
         if k not in known:
-            raise MechvalueError(f"{source}: unknown {name} config key {k!r}; valid: {sorted(known)}")
+            raise UsageError(f"{source}: unknown {name} config key {k!r}; valid: {sorted(known)}")
         current = getattr(base, k)
         if isinstance(current, bool):
             v = _check_type(f"{name}.{k}", v, bool, source)

@@ -8,7 +8,6 @@ runner stores in the step's ``DONE.json``. :data:`STEP_FUNCTIONS` maps every nam
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mechvalue.core.artifacts import atomic_path
+from mechvalue.core.artifacts import append_jsonl, atomic_path, read_jsonl_rows
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.values import OPPOSING_DIMENSIONS, VALUES
 from mechvalue.pipeline.config import STEPS, RunConfig
@@ -134,12 +133,11 @@ def _pair_features(config: RunConfig, folder: RunFolder) -> dict:
 
 def step_conva(config: RunConfig, folder: RunFolder) -> dict:
     from mechvalue.analysis.vectors import cosine
-    from mechvalue.lm.models import model_info
+    from mechvalue.lm.models import artifact_model
     from mechvalue.methods.conva import fit_value_vectors
 
     feats = _pair_features(config, folder)
     model, out = folder.model, folder.out / "conva"
-    info = model_info(model)
     rows, dirs, selected = [], [], {}
     mid = model.cfg.n_layers // 2
     for v in config.values:
@@ -147,8 +145,7 @@ def step_conva(config: RunConfig, folder: RunFolder) -> dict:
         x = feats["resid"][:, start:start + 2 * (n_tr + n_te)]
         vv = fit_value_vectors(x, n_tr, n_te, value=v, layers=list(range(model.cfg.n_layers)),
                                n_layers=model.cfg.n_layers, seed=config.seed,
-                               meta={"model_id": info.get("model_id"), "processing": info.get("processing"),
-                                     "template": "raw"})
+                               meta={**artifact_model(model), "template": "raw"})
         vv.save(out / f"vectors_{v}.safetensors")
         selected[v] = {"layers": vv.selected, "rule": vv.meta["selection"]}
         rows += [{"value": v, "layer": k, "accuracy": float(a), "selected": k in vv.selected}
@@ -219,7 +216,7 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
     mmlu, mmlu_path = folder.mmlu()
     per_target = scfg.n_mmlu // len(config.values) if mmlu else 0
     rec_path = out / "records.jsonl"
-    records = [json.loads(line) for line in rec_path.read_text().splitlines()] if rec_path.exists() else []
+    records = read_jsonl_rows(rec_path)  # resumable: one row per finished (arm, target)
     have = {(r["arm"], r["target"]) for r in records}
     gate_rows = []
     for k, v in enumerate(config.values):
@@ -242,8 +239,7 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
             print(f"  steering {v}: {arm}", flush=True)
             rec = score_arm(folder.model, arm, interventions, system, target=v, queries=queries, dilemmas=dilemmas,
                             mmlu=mm, judge=folder.judge, cfg=scfg)
-            with open(rec_path, "a") as f:  # one JSON line per finished (arm, target): resumable
-                f.write(json.dumps(rec) + "\n")
+            append_jsonl(rec_path, [rec])
             records.append(rec)
     tables = analyse(records, config.values)
     results = tables.pop("results")

@@ -1,4 +1,4 @@
-"""Paper anchors: the numbers methods.md §8 reports next to this run's own.
+"""Paper anchors: the numbers docs/methods.md §8 reports next to this run's own.
 
 :func:`anchor_table` reads a run folder (no model needed) and returns one row per entry of
 :data:`ANCHORS`: the method, what is compared, the paper's value and ours ("not in this run" when
@@ -15,6 +15,7 @@ import pandas as pd
 
 from mechvalue.core.values import ADJACENT_PAIRS, OPPOSITE_PAIRS, canonical
 from mechvalue.report import figures as viz
+from mechvalue.report.summary import with_undefined_nlr
 from mechvalue.report.tables import (
     DUAL_TYPES,
     RENDER_ERRORS,
@@ -46,10 +47,13 @@ def _dual_by_type(run_dir: Path, names: tuple[str, ...]) -> str | None:
 def _anchor_values(run_dir: Path) -> dict[str, Callable[[], str | None]]:
     """Our number for each anchor key (functions; None when the run lacks the table)."""
     def summary():
-        return read_table(run_dir, "steering/summary.csv")
+        s = read_table(run_dir, "steering/summary.csv")
+        return None if s is None else with_undefined_nlr(s)
 
     def structure(key, fmt=".2f"):
         s = read_json_file(run_dir, "dual/structure.json")
+        if s is not None and key == "r2" and key not in s and isinstance(s.get("circumplex"), str):
+            return s["circumplex"]  # e.g. "skipped: fewer than 3 values"
         return None if s is None or key not in s else format_number(s[key], fmt)
 
     def vl_fraction():
@@ -89,6 +93,8 @@ def _anchor_values(run_dir: Path) -> dict[str, Callable[[], str | None]]:
     def conva_mmlu():
         s = summary()
         arms = ("base", "conva", "conva_nogate")
+        if s is not None and "mmlu" not in s:
+            return "not measured (no MMLU questions in this run)"
         return None if s is None else " / ".join(format_number(_pick(s, m, "mmlu")) for m in arms)
 
     def conva_cos():
@@ -96,8 +102,16 @@ def _anchor_values(run_dir: Path) -> dict[str, Callable[[], str | None]]:
         if df is None:
             return None
         m = viz.as_matrix(df, "conva/cosine_matrix.csv")
-        mean = lambda pairs: sum(m.loc[canonical(a), canonical(b)] for a, b in pairs) / len(pairs)  # noqa: E731
-        return f"adjacent pairs {mean(ADJACENT_PAIRS):+.2f} vs opposite pairs {mean(OPPOSITE_PAIRS):+.2f}"
+        have = set(m.index) & set(m.columns)
+        means = {}
+        for name, pairs in (("adjacent", ADJACENT_PAIRS), ("opposite", OPPOSITE_PAIRS)):
+            inside = [(canonical(a), canonical(b)) for a, b in pairs if {canonical(a), canonical(b)} <= have]
+            if inside:
+                means[name] = (sum(m.loc[a, b] for a, b in inside) / len(inside), len(inside))
+        if not means:
+            return (f"needs an adjacent or opposite pair of values; this run has {', '.join(sorted(have))} "
+                    f"(no such pair)")
+        return " vs ".join(f"{k} pairs {v:+.2f} (n = {n})" for k, (v, n) in means.items())
 
     def neva_vs(other, cols=("control_success", "nlr", "mmlu")):
         s = summary()
@@ -127,7 +141,7 @@ def _anchor_values(run_dir: Path) -> dict[str, Callable[[], str | None]]:
     }
 
 
-ANCHORS = (  # (key, method, anchor, paper value), from methods.md §8
+ANCHORS = (  # (key, method, anchor, paper value), from docs/methods.md §8
     ("vl_fraction", "ValueLocate", "share of value neurons", "< 0.4% of FFN neurons at τ = 0.03"),
     ("vl_depth", "ValueLocate", "where they sit", "around layer 15 (relative depth ≈ 0.35–0.55)"),
     ("vl_causal", "ValueLocate", "scaling shifts value scores", "shift; beats other locators (qualitative)"),
@@ -145,7 +159,7 @@ ANCHORS = (  # (key, method, anchor, paper value), from methods.md §8
 
 
 def anchor_table(run_dir: str | Path) -> pd.DataFrame:
-    """Paper anchors (methods.md §8) next to this run's numbers: columns method, anchor, paper, ours."""
+    """Paper anchors (docs/methods.md §8) next to this run's numbers: columns method, anchor, paper, ours."""
     run_dir, rows = Path(run_dir), []
     fns = _anchor_values(run_dir)
     for key, method, anchor, paper in ANCHORS:

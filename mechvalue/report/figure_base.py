@@ -7,6 +7,7 @@ no global state). Everything public here is re-exported by :mod:`mechvalue.repor
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,8 +36,51 @@ def new_figure(width: float = 6.0, height: float = 4.0, nrows: int = 1, ncols: i
     return fig, (axes if grid else axes[0, 0])
 
 
+def _room(text, renderer, width: float) -> tuple[float, float]:
+    """(the text's width, the width the figure leaves it around its anchor), in pixels."""
+    box = text.get_window_extent(renderer)
+    if text.get_horizontalalignment() == "center":
+        centre = 0.5 * (box.x0 + box.x1)
+        return box.width, 2 * max(0.0, min(centre, width - centre))
+    return box.width, width - max(0.0, box.x0)
+
+
+def _titles(fig: Figure) -> list:
+    return [t for t in [ax.title for ax in fig.axes] + list(fig.texts)
+            if t.get_text() and t.get_rotation() in (0, 0.0)]
+
+
+def fit_titles(fig: Figure, passes: int = 3) -> Figure:
+    """Wrap every axes title and figure-level text (suptitle, supxlabel, ...) that would be clipped.
+
+    Each overflowing text is re-wrapped to the width left to it; the constrained layout then makes room
+    for the extra lines. Titles that fit are left as they are; when every title clearly fits before the
+    layout runs, nothing is drawn (the check is cheap).
+    """
+    renderer = fig.canvas.get_renderer()
+    if all(w < 0.8 * room for w, room in (_room(t, renderer, fig.bbox.width) for t in _titles(fig))):
+        return fig
+    for _ in range(passes):
+        fig.draw_without_rendering()
+        width, changed = fig.bbox.width, False
+        for text in _titles(fig):
+            box = text.get_window_extent(renderer)
+            if box.width <= 0 or (box.x0 >= -1 and box.x1 <= width + 1):
+                continue
+            _, room = _room(text, renderer, width)
+            content = text.get_text()
+            longest = max(len(line) for line in content.splitlines())
+            chars = max(8, int(longest * max(room, 0.2 * width) * 0.95 / box.width))
+            text.set_text("\n".join(textwrap.fill(line, chars) for line in content.splitlines()))
+            changed = True
+        if not changed:
+            break
+    return fig
+
+
 def figure_png(fig: Figure, dpi: int = 110) -> bytes:
-    """PNG bytes of ``fig``."""
+    """PNG bytes of ``fig``, titles wrapped where they would be clipped (:func:`fit_titles`)."""
+    fit_titles(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()

@@ -32,6 +32,7 @@ from mechvalue.report.figure_base import (
     ci_columns,
     display_label,
     figure_png,
+    fit_titles,
     new_figure,
     require_columns,
     save_figure,
@@ -42,10 +43,11 @@ from mechvalue.report.tokens import neuron_activation_view, tokens_html
 
 __all__ = [
     "CI_COLUMNS", "CLASS_COLORS", "SUMMARY_METRICS", "as_matrix", "ci_columns", "circumplex_scatter",
-    "class_count_bars", "cosine_heatmap", "effect_vs_factor", "figure_png", "layer_histogram", "leakage_heatmap",
+    "class_count_bars", "cosine_heatmap", "effect_vs_factor", "figure_png", "fit_titles", "layer_histogram",
+    "leakage_heatmap",
     "line_plot", "matrix_heatmap", "method_comparison_bars", "neuron_activation_view", "neuron_class_scatter",
     "new_figure", "nglr_heatmap", "probe_accuracy_curves", "radar_chart", "save_figure", "summary_metrics",
-    "tokens_html",
+    "tokens_html", "value_score_bars", "value_score_chart",
 ]
 
 CLASS_COLORS = {"shared": "#7b3294", "intrinsic": "#1a9641", "prompted": "#e66101", "unassigned": "#bbbbbb"}
@@ -99,6 +101,38 @@ def radar_chart(scores, *, title: str = "Value scores", methods: Sequence[str] |
     ax.set_title(title)
     fig.legend(loc="outside right upper", fontsize="small")
     return fig
+
+
+def value_score_bars(scores: pd.DataFrame, *, title: str = "Value scores",
+                     methods: Sequence[str] | None = None) -> Figure:
+    """Grouped bars of value scores (columns method, value, score; duplicates averaged): one group per value,
+    one bar per method. Works for any number of values; :func:`value_score_chart` uses it below 3 values."""
+    df = require_columns(scores, ["method", "value", "score"], "value scores").copy()
+    df["value"] = [canonical(str(v)) for v in df["value"]]
+    wide = df.pivot_table(index="value", columns="method", values="score", aggfunc="mean", sort=False)
+    wide = wide.reindex([v for v in VALUES if v in wide.index])
+    order = [m for m in (methods or wide.columns) if m in wide.columns]
+    fig, ax = new_figure(max(4.5, 1.0 + 0.35 * len(order) * len(wide)), 3.8)
+    width = 0.8 / max(1, len(order))
+    for i, m in enumerate(order):
+        x = np.arange(len(wide)) + (i - (len(order) - 1) / 2) * width
+        ax.bar(x, np.nan_to_num(wide[m].to_numpy(float)), width=width, label=str(m), color=f"C{i % 10}")
+    ax.set_xticks(range(len(wide)), [display_label(v) for v in wide.index])
+    ax.set(title=title, ylabel="score")
+    fig.legend(loc="outside right upper", fontsize="small")
+    return fig
+
+
+def value_score_chart(scores: pd.DataFrame, *, title: str = "Value scores",
+                      methods: Sequence[str] | None = None) -> Figure:
+    """:func:`radar_chart` when the scores cover at least 3 values (every method scored on each), else
+    :func:`value_score_bars`: a chart for any number of values from 1 to 10."""
+    df = require_columns(scores, ["method", "value", "score"], "value scores")
+    complete = df.dropna(subset=["score"]).groupby("method")["value"].nunique()
+    n_values = df["value"].map(lambda v: canonical(str(v))).nunique()
+    if n_values >= 3 and (complete == n_values).all():
+        return radar_chart(df, title=title, methods=methods)
+    return value_score_bars(df, title=title, methods=methods)
 
 
 def method_comparison_bars(summary: pd.DataFrame, *, metrics: Sequence[str] | None = None,

@@ -20,7 +20,10 @@ from mechvalue.report.figure_base import as_matrix, display_label, new_figure
 def matrix_heatmap(matrix, *, title: str = "", cmap: str = "viridis", vmin: float | None = None,
                    vmax: float | None = None, center: float | None = None, annotate: bool = True,
                    xlabel: str = "", ylabel: str = "", cbar_label: str = "", diagonal: bool = False) -> Figure:
-    """Heatmap of a labelled matrix (see :func:`as_matrix`); ``center`` gives a diverging norm around it."""
+    """Heatmap of a labelled matrix (see :func:`as_matrix`); ``center`` gives a diverging norm around it.
+
+    Undefined (NaN) cells are grey and, when annotated, marked "–".
+    """
     mat = as_matrix(matrix, title or "matrix")
     arr = mat.to_numpy()
     finite = arr[np.isfinite(arr)]
@@ -39,9 +42,8 @@ def matrix_heatmap(matrix, *, title: str = "", cmap: str = "viridis", vmin: floa
     ax.set_yticks(range(mat.shape[0]), [display_label(r) for r in mat.index])
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     if annotate and arr.size <= 400:
-        for (i, j), x in np.ndenumerate(arr):
-            if np.isfinite(x):
-                ax.text(j, i, f"{x:.2f}", ha="center", va="center", fontsize=6.5)
+        for (i, j), x in np.ndenumerate(arr):  # undefined (NaN) cells: grey, marked "–"
+            ax.text(j, i, f"{x:.2f}" if np.isfinite(x) else "–", ha="center", va="center", fontsize=6.5)
     if diagonal:
         for i, r in enumerate(mat.index):
             if r in list(mat.columns):

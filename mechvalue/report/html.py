@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mechvalue.core.artifacts import atomic_path, write_text_atomic
@@ -28,6 +29,11 @@ from mechvalue.methods.registry import label as method_label
 from mechvalue.report import figures as viz
 from mechvalue.report.anchors import ANCHORS, anchor_table
 from mechvalue.report.browser import check_in_browser, find_chromium
+from mechvalue.report.cards import render_audits
+from mechvalue.report.examples import render_examples
+from mechvalue.report.glossary import render_glossary
+from mechvalue.report.sections import methods_doc_link, render_run, render_samples, render_summary
+from mechvalue.report.summary import with_undefined_nlr
 from mechvalue.report.tables import (
     DUAL_TYPES,
     RENDER_ERRORS,
@@ -49,11 +55,6 @@ text-align:left}th{background:#f3f3f3}figure{margin:1em 0}img{max-width:100%}fig
 border-radius:6px;padding:.5em 1em;margin:.6em 0}.ex{margin:.3em 0;line-height:1.7}.max{color:#555;font-size:.8em;
 margin-right:.6em}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:6px}"""
-
-
-def _duration(seconds: float) -> str:
-    s = int(round(float(seconds)))
-    return f"{s} s" if s < 60 else f"{s // 60} min {s % 60} s" if s < 3600 else f"{s // 3600} h {s % 3600 // 60} min"
 
 
 class _Page:
@@ -79,10 +80,21 @@ class _Page:
         self.parts.append(f'<p class="problem">could not render {escape_html(what)}: {escape_html(exc)}</p>')
 
     def table(self, df: pd.DataFrame, fmt: str = ".3f") -> None:
+        """A table; undefined cells (NaN, None, infinite) show "–" and get a footnote."""
+        undefined = []
+
+        def cell(v) -> str:
+            if v is None or (isinstance(v, float | np.floating) and not math.isfinite(v)) or v is pd.NA:
+                undefined.append(1)
+                return "–"
+            return format_number(v, fmt) if isinstance(v, float | np.floating) else escape_html(v)
         head = "".join(f"<th>{escape_html(c)}</th>" for c in df.columns)
-        body = "".join("<tr>" + "".join(f"<td>{format_number(v, fmt) if isinstance(v, float) else escape_html(v)}</td>"
-                                        for v in row) + "</tr>" for row in df.itertuples(index=False))
+        body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in row) + "</tr>"
+                       for row in df.itertuples(index=False))
         self.parts.append(f"<table><tr>{head}</tr>{body}</table>")
+        if undefined:
+            self.parts.append('<p class="note">–: undefined or not measured (never 0; see the '
+                              '<a href="#glossary">glossary</a>).</p>')
 
     def guard(self, what: str, fn: Callable[[], None]) -> None:
         try:
@@ -120,41 +132,24 @@ def _csv_or_note(page: _Page, rel: str, optional: bool = False) -> pd.DataFrame 
 
 # ------------------------------------------------------------------ sections
 
-def _header(page: _Page) -> dict:
-    cfg = read_json_file(page.run_dir, "config.json")
-    if cfg is None:
-        page.note("config.json: not in this run.")
-        return {}
-    model = cfg.get("model") or {}
-    wall = cfg.get("wall_seconds", cfg.get("wall_seconds_last_invocation"))
-    rows = [("model", model.get("model_id", "?")), ("weight processing", model.get("processing", "?")),
-            ("command", cfg.get("command", "?")), ("seed", cfg.get("seed", "?")), ("quick", cfg.get("quick", "?")),
-            ("values", ", ".join(map(str, cfg.get("values") or []))), ("started", cfg.get("started", "?")),
-            ("wall time", _duration(wall) if isinstance(wall, int | float) else "not recorded")]
-    rows += [(f"model.{k}", v) for k, v in model.items() if k not in ("model_id", "processing")]
-    page.table(pd.DataFrame(rows, columns=["setting", "value"]).astype(str))
-    for key, title in (("config", "run configuration"), ("versions", "package versions")):
-        if isinstance(cfg.get(key), dict) and cfg[key]:
-            items = [(k, v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in sorted(cfg[key].items())]
-            page.add(f"<details><summary>{title}</summary>")
-            page.table(pd.DataFrame(items, columns=["key", "value"]))
-            page.add("</details>")
-    return cfg
-
-
 def _comparison(page: _Page) -> None:
     summary = _csv_or_note(page, "steering/summary.csv")
     if summary is not None:
         summary = summary.iloc[sorted(range(len(summary)), key=lambda i: method_order(summary["method"].iloc[i]))]
+        summary = with_undefined_nlr(summary)
         out = summary[["method"]].copy()
         out.insert(1, "label", [method_label(m) for m in summary["method"]])
         nan = [math.nan] * len(summary)
         for m in viz.summary_metrics(summary):
             lo, hi = viz.ci_columns(summary, m)
             rows = zip(summary[m], summary[lo] if lo else nan, summary[hi] if hi else nan)
-            out[m] = [f"{format_number(e)}" + (f" [{format_number(a)}, {format_number(b)}]" if lo else "")
+            out[m] = [f"{format_number(e)}" + (f" [{format_number(a)}, {format_number(b)}]" if lo and a == a else "")
                       for e, a, b in rows]
         page.table(out.astype(str))
+        if out.map(lambda x: str(x).startswith("–")).to_numpy().any():
+            page.note("–: undefined or not measured, never 0. NLR is undefined for the base arm (nothing to leak) "
+                      "and for an edit that left its target unchanged (leakage per unit of target gain has no "
+                      "gain to divide by).")
         page.figure("comparison_bars", lambda: viz.method_comparison_bars(summary),
                     "Steering methods compared (bars: estimate; error bars: 95% CI).")
         known = [m for m in STEERING_METHODS if m.name in set(summary["method"])]
@@ -163,7 +158,9 @@ def _comparison(page: _Page) -> None:
                                       f"{escape_html(m.description)}</li>" for m in known) + "</ul>")
     radar = _csv_or_note(page, "steering/radar.csv")
     if radar is not None:
-        page.figure("comparison_radar", lambda: viz.radar_chart(radar), "Mean value score per value, per method.")
+        page.figure("comparison_radar", lambda: viz.value_score_chart(radar, title="Judged score of the steered value"),
+                    "Mean judged score of each target value when steering it, per method (a radar from 3 values; "
+                    "bars below 3).")
 
 
 def _valuelocate(page: _Page) -> None:
@@ -224,7 +221,8 @@ def _neva(page: _Page) -> None:
             if df is not None:
                 page.figure(f"nglr_{kind}_{m}", lambda df=df, m=m, k=kind: viz.nglr_heatmap(
                     df, kind=k, title=f"NGLR {k.replace('_', ' -> ')}: {method_label(m)}"),
-                    f"{method_label(m)}: NGLR {kind}.")
+                    f"{method_label(m)}: NGLR {kind}; grey cells marked – are undefined (no steered value in "
+                    "that group, or no leakage to share out).")
     page.add("</div>")
     acc = _csv_or_note(page, "neva/probe_accuracy.csv", optional=True)
     if acc is not None:
@@ -254,7 +252,8 @@ def _dual(page: _Page) -> None:
     structure = {}
     page.guard("dual/structure.json", lambda: structure.update(read_json_file(run_dir, "dual/structure.json") or {}))
     if structure:
-        page.table(pd.DataFrame([(k, format_number(v) if not isinstance(v, dict | list) else json.dumps(v)[:160])
+        page.table(pd.DataFrame([(k, json.dumps(v)[:160] if isinstance(v, dict | list) else
+                                  format_number(v) if isinstance(v, float) else str(v))
                                  for k, v in structure.items()], columns=["measure", "value"]))
     cos = _csv_or_note(page, "dual/cosines.csv")
     if cos is not None:
@@ -292,13 +291,19 @@ def _dual(page: _Page) -> None:
                         "Scaling each neuron class (largest β) vs matched random neurons, on-target effect.")
     circ = _csv_or_note(page, "dual/circumplex.csv")
     if circ is not None:
-        r2 = structure.get("r2")
-        page.figure("dual_circumplex", lambda: viz.circumplex_scatter(circ, r2=None if r2 is None else float(r2)),
-                    "Shared value axes: PCA + Procrustes against the theoretical circle (hollow).")
+        placed = circ.dropna(subset=[c for c in ("x", "y") if c in circ]) if {"x", "y"} <= set(circ) else circ
+        if len(placed) < 3:
+            why = structure.get("circumplex")
+            page.note(f"Circumplex omitted: placing values on the circle needs at least 3 values with shared axes; "
+                      f"this run places {len(placed)} of {len(circ)}" + (f" ({why})." if isinstance(why, str) else "."))
+        else:
+            r2 = structure.get("r2")
+            page.figure("dual_circumplex", lambda: viz.circumplex_scatter(placed, r2=None if r2 is None else float(r2)),
+                        "Shared value axes: PCA + Procrustes against the theoretical circle (hollow).")
     cm = _csv_or_note(page, "dual/cosine_matrix.csv")
     if cm is not None:
         page.figure("dual_cosine_matrix", lambda: viz.cosine_heatmap(cm, title="Cosines of shared value axes"),
-                    "Cosines between the ten shared value axes.")
+                    "Cosines between the shared value axes of the run's values.")
 
 
 def _tidy_bars(df: pd.DataFrame, group: str, title: str, order: tuple[str, ...] = ()):
@@ -321,30 +326,6 @@ def _class_bars(steering: pd.DataFrame):
     return _tidy_bars(df, "neuron_class", "Neuron-class scaling", ("shared", "intrinsic", "prompted", "random"))
 
 
-def _audit_card(audit: dict, name: str, top: int = 5) -> str:
-    idx, layer = audit.get("index"), audit.get("layer")
-    head = (f"<b>{escape_html(audit.get('kind', '?'))}</b>{'' if layer is None else f' layer {escape_html(layer)}'}"
-            f"{'' if idx is None else f', index {escape_html(idx)}'} — {escape_html(audit.get('label') or '')}")
-    examples = sorted(audit.get("examples") or [], key=lambda e: -float(e.get("max", 0.0)))[:top]
-    scale = max([abs(float(a)) for e in examples for a in (e.get("acts") or [])] or [1.0])
-    rows = []
-    for e in examples:
-        body = (viz.tokens_html(e["tokens"], e.get("acts") or [], max_abs=scale, mark=e.get("argmax"))
-                if e.get("tokens")
-                else escape_html(e.get("text", "")))
-        rows.append(f'<div class="ex"><span class="max">max {format_number(e.get("max"), ".2f")}</span>{body}</div>')
-    return f'<div class="card"><div>{head} <span class="note">({escape_html(name)})</span></div>{"".join(rows)}</div>'
-
-
-def _audits(page: _Page) -> None:
-    files = sorted((page.run_dir / "audits").glob("*.json"))
-    if not files:
-        page.note("audits/*.json: not in this run.")
-    for f in files:
-        page.guard(f"audits/{f.name}", lambda f=f: page.add(_audit_card(read_json_file(page.run_dir,
-                                                                                   f"audits/{f.name}"), f.name)))
-
-
 def _results(page: _Page, limit: int = 300) -> None:
     df = _csv_or_note(page, "results.csv")
     if df is None:
@@ -363,25 +344,37 @@ def build_report(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise MechvalueError(f"run folder {run_dir} does not exist")
     page = _Page(run_dir)
-    page.section("run", "Run")
     cfg = {}
-    page.guard("config.json", lambda: cfg.update(_header(page)))
+    page.guard("config.json", lambda: cfg.update(read_json_file(run_dir, "config.json") or {}))
+    methods = methods_doc_link(run_dir)
+    page.section("summary", "Summary")
+    page.guard("summary", lambda: render_summary(page))
+    page.section("run", "Run")
+    page.guard("config.json", lambda: render_run(page))
     page.section("comparison", "Method comparison")
     _comparison(page)
+    page.section("samples", "Sample sizes and detectable effects")
+    page.guard("sample sizes", lambda: render_samples(page, cfg))
+    page.section("examples", "Example generations")
+    page.guard("examples", lambda: render_examples(page, cfg))
     page.section("anchors", "Paper anchors")
-    page.note(f"Paper numbers come from 7B-class models (methods.md §8); ours from "
-              f"{(cfg.get('model') or {}).get('model_id', 'this run')}. Compare directions and orders of magnitude.")
+    page.add(f'<p class="note">Paper numbers come from 7B-class models ({methods} §8); ours from '
+             f"{escape_html((cfg.get('model') or {}).get('model_id', 'this run'))}. Compare directions and orders "
+             f"of magnitude.</p>")
     page.guard("anchor table", lambda: page.table(anchor_table(run_dir)))
     for sid, title, fn in (("valuelocate", "ValueLocate: value neurons", _valuelocate),
                            ("conva", "ConVA: gated value vectors", _conva),
                            ("neva", "NeVA and leakage", _neva), ("dual", "Dual mechanisms", _dual),
-                           ("audits", "Neuron audits", _audits), ("results", "All results (results.csv)", _results)):
+                           ("audits", "Neuron audits", render_audits),
+                           ("glossary", "Glossary of metrics", render_glossary),
+                           ("results", "All results (results.csv)", _results)):
         page.section(sid, title)
         page.guard(title, lambda fn=fn: fn(page))
     model = (cfg.get("model") or {}).get("model_id", "")
     nav = "".join(f'<a href="#{sid}">{escape_html(t)}</a>' for sid, t in page.toc)
     doc = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>mechvalue report {escape_html(model)}'
            f"</title><style>{_CSS}</style></head><body><h1>mechvalue report</h1><p>{escape_html(run_dir.resolve())}</p>"
+           f"<p>Methods, formulas and how this project's defaults differ from the papers: {methods}.</p>"
            f"<nav>{nav}</nav>{''.join(page.parts)}</body></html>\n")
     out = run_dir / "report.html"
     write_text_atomic(out, doc)

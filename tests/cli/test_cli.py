@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import gguf
 import numpy as np
@@ -73,38 +74,50 @@ def _bad_files(tmp_path):
     return tmp_path
 
 
-BAD = [
-    (["steer", "--value", "kindness", "hi"], "unknown value 'kindness'"),
-    (["steer", "--value", "BE", "--vectors", "{t}/missing.safetensors", "hi"], "no such file"),
-    (["steer", "--value", "BE", "--vectors", "{t}/corrupt.safetensors", "hi"], "not a readable safetensors"),
-    (["steer", "--value", "BE"], "required: prompt"),
-    (["steer", "--value", "BE", "--layers", "a,b", "hi"], "comma-separated integers"),
-    (["evaluate", "--value", "kindness"], "unknown value"),
-    (["extract", "--value", "kindness"], "unknown value"),
-    (["locate", "--tau", "2"], "tau must be in [0, 1)"),
-    (["locate", "--tau", "abc"], "invalid float value: 'abc'"),
-    (["locate", "--max-questions", "0"], "--max-questions must be >= 1"),
-    (["evaluate", "--value", "BE", "--max-items", "1"], "--max-items must be >= 2"),
-    (["run", "--steps", "conva,foo"], "unknown steps ['foo']"),
-    (["run", "--config", "{t}/bad.toml"], "not valid TOML"),
-    (["run", "--config", "{t}/types.json"], "'seed' must be an integer, got 'three'"),
-    (["run", "--config", "{t}/none.toml"], "no such config file"),
-    (["audit", "--layer", "1", "--neuron", "2", "--texts", "{t}/none.txt"], "no such text file"),
-    (["show", "{t}/empty"], "no config.json"),
-    (["show", "{t}/nowhere"], "no such run folder"),
-    (["export", "--vectors", "{t}/missing.safetensors", "--out", "{t}/x.gguf"], "no such file"),
-    (["export", "--vectors", "{t}/corrupt.safetensors", "--out", "{t}/x.gguf"], "not a readable safetensors"),
-    (["export", "--run", "{t}/empty", "--out", "{t}/x.gguf"], "--run needs --value"),
-    (["export", "--run", "{t}/empty", "--value", "BE", "--out", "{t}/x.gguf"], "holds no ConVA vectors"),
-    (["export", "--out", "{t}/x.gguf"], "one of the arguments --vectors --run is required"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
+BAD = [  # (argv, message, exit status: 2 = usage error, nothing ran; 1 = runtime error)
+    (["steer", "--value", "kindness", "hi"], "unknown value 'kindness'", 2),
+    (["steer", "--value", "BE", "--vectors", "{t}/missing.safetensors", "hi"], "no such file", 1),
+    (["steer", "--value", "BE", "--vectors", "{t}/corrupt.safetensors", "hi"], "not a readable safetensors", 1),
+    (["steer", "--value", "BE"], "required: prompt", 2),
+    (["steer", "--value", "BE", "--layers", "a,b", "hi"], "comma-separated integers", 2),
+    (["steer", "--value", "BE", "--coefficient", "nan", "hi"], "--coefficient must be a finite number, got nan", 2),
+    (["steer", "--value", "BE", "--p0", "inf", "hi"], "--p0 must be a finite number, got inf", 2),
+    (["steer", "--value", "BE", "--p0", "1.5", "hi"], "--p0 must be in (0.0, 1.0), got 1.5", 2),
+    (["steer", "--value", "BE", "--temperature", "-1", "hi"], "--temperature must be >= 0.0, got -1.0", 2),
+    (["steer", "--value", "BE", "--max-new-tokens", "0", "hi"], "--max-new-tokens must be >= 1, got 0", 2),
+    (["steer", "--value", "BE", "--batch-size", "0", "hi"], "--batch-size must be >= 1, got 0", 2),
+    (["evaluate", "--value", "kindness"], "unknown value", 2),
+    (["extract", "--value", "kindness"], "unknown value", 2),
+    (["locate", "--tau", "2"], "--tau must be in (0.0, 1.0), got 2.0", 2),
+    (["locate", "--tau", "0"], "--tau must be in (0.0, 1.0), got 0.0", 2),
+    (["locate", "--tau", "abc"], "invalid float value: 'abc'", 2),
+    (["locate", "--max-questions", "0"], "--max-questions must be >= 1", 2),
+    (["evaluate", "--value", "BE", "--max-items", "1"], "--max-items must be >= 2", 2),
+    (["run", "--steps", "conva,foo"], "unknown steps ['foo']", 2),
+    (["run", "--force-step", "plot"], "--force-step ['plot']: unknown step", 2),
+    (["run", "--seed", "-1"], "--seed must be >= 0, got -1", 2),
+    (["run", "--config", "{t}/bad.toml"], "not valid TOML", 2),
+    (["run", "--config", "{t}/types.json"], "'seed' must be an integer, got 'three'", 2),
+    (["run", "--config", "{t}/none.toml"], "no such config file", 2),
+    (["audit", "--layer", "1", "--neuron", "2", "--texts", "{t}/none.txt"], "no such text file", 1),
+    (["audit", "--layer", "-1", "--neuron", "2"], "--layer must be >= 0, got -1", 2),
+    (["show", "{t}/empty"], "no config.json", 1),
+    (["show", "{t}/nowhere"], "no such run folder", 1),
+    (["export", "--vectors", "{t}/missing.safetensors", "--out", "{t}/x.gguf"], "no such file", 1),
+    (["export", "--vectors", "{t}/corrupt.safetensors", "--out", "{t}/x.gguf"], "not a readable safetensors", 1),
+    (["export", "--vectors", "{t}/missing.safetensors", "--scale", "nan", "--out", "{t}/x.gguf"],
+     "--scale must be a finite number", 2),
+    (["export", "--run", "{t}/empty", "--out", "{t}/x.gguf"], "--run needs --value", 2),
+    (["export", "--run", "{t}/empty", "--value", "BE", "--out", "{t}/x.gguf"], "holds no ConVA vectors", 1),
+    (["export", "--out", "{t}/x.gguf"], "one of the arguments --vectors --run is required", 2),
+    (["frobnicate"], "invalid choice: 'frobnicate'", 2),
 ]
 
 
-@pytest.mark.parametrize(("argv", "message"), BAD, ids=[" ".join(a[:3]) for a, _ in BAD])
-def test_bad_input_is_a_one_line_error(argv, message, tmp_path, capsys, no_model):
+@pytest.mark.parametrize(("argv", "message", "status"), BAD, ids=[" ".join(a[:4]) for a, _, _ in BAD])
+def test_bad_input_is_a_one_line_error(argv, message, status, tmp_path, capsys, no_model):
     t = _bad_files(tmp_path)
-    assert main([a.replace("{t}", str(t)) for a in argv]) == 2
+    assert main([a.replace("{t}", str(t)) for a in argv]) == status
     err = capsys.readouterr().err.strip()
     assert err.startswith("mechvalue: error:") and "\n" not in err and message in err, err
 
@@ -113,7 +126,8 @@ def test_run_config_fills_defaults_and_flags_win(tmp_path, monkeypatch, no_model
     import mechvalue.pipeline.run
 
     seen = {}
-    monkeypatch.setattr(mechvalue.pipeline.run, "run_main", lambda config: seen.update(config=config))
+    monkeypatch.setattr(mechvalue.pipeline.run, "run_main",
+                        lambda config, force=(): seen.update(config=config, force=force))
     cfg = tmp_path / "run.toml"
     cfg.write_text('seed = 3\nbatch-size = 4\nvalues = ["benevolence", "power"]\nquick = true\n'
                    'steps = "conva"\n[study]\nn_queries = 5\n')
@@ -175,13 +189,13 @@ def test_steer_neva_fits_once_then_uses_the_cache(tiny, tmp_path, capsys, monkey
             "--max-new-tokens", "2", "--layout", "rows", "hi"]
     assert main(argv) == 0 and main(argv + ["--p0", "0.8"]) == 0
     assert calls == [1] and "steered: power (neva)" in capsys.readouterr().out
-    assert main(argv + ["--p0", "1.5"]) == 2 and "--p0 must be in (0, 1)" in capsys.readouterr().err
+    assert main(argv + ["--p0", "1.5"]) == 2 and "--p0 must be in (0.0, 1.0)" in capsys.readouterr().err
 
 
 def test_extract_on_tiny(tiny, tmp_path, capsys, one_thread):
     assert main(["extract", "--value", "power", "--out", str(tmp_path / "p.safetensors")]) == 0
     out = capsys.readouterr().out
-    assert "layer   7" in out and "selected layers" in out and (tmp_path / "p.safetensors").exists()
+    assert re.search(r"^ +7 +[0-9.]+", out, re.M) and "selected layers" in out and (tmp_path / "p.safetensors").exists()
 
 
 def test_locate_on_tiny(tiny, tmp_path, capsys, one_thread):
@@ -194,7 +208,7 @@ def test_evaluate_on_tiny(tiny, tmp_path, capsys, one_thread):
     assert main(["evaluate", "--value", "power", "--method", "prompt", "--max-items", "4",
                  "--out", str(tmp_path / "e.csv")]) == 0
     out = capsys.readouterr().out
-    assert "questionnaire" in out and "dilemma preference" in out and "delta_ci" in out
+    assert "questionnaire" in out and "dilemma preference" in out and "delta [95% CI]" in out
     df = pd.read_csv(tmp_path / "e.csv")
     assert list(df.n) == [4, 4, 4] and set(df.method) == {"prompt"}
 
@@ -224,10 +238,10 @@ def test_show_synthetic_run(tmp_path, capsys):
     (run / "dual/structure.json").write_text('{"shared_share": 0.4}')
     assert main(["show", str(run)]) == 0
     out = capsys.readouterr().out
-    assert '"power"' in out and "... 12 more" in out and "conva" in out and "0.012" in out and "shared_share" in out
-    assert "\n  config:\n    seed: 3\n    dual:\n      k: 2\n" in out
+    assert "power" in out and "... 12 more" in out and "conva" in out and "0.012" in out and "shared_share" in out
+    assert "\nconfig\n  seed=3\n  dual: k=2\n" in out
     (run / "config.json").write_text("{oops")
-    assert main(["show", str(run)]) == 2
+    assert main(["show", str(run)]) == 1
     assert "not valid JSON" in capsys.readouterr().err
 
 

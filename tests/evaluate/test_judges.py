@@ -290,8 +290,8 @@ def test_score_functions():
     assert score_csr("Yes")["label"] == 1.0 and score_csr(" no.")["label"] == 0.0
     assert score_csr("Label: Yes, clearly")["label"] == 1.0
     assert score_csr("<think>no idea</think> Yes")["label"] == 1.0
-    r = score_csr("Maybe")
-    assert r == {"score": 0.5, "label": 0.5, "parsed": False, "from_logprobs": False}
+    r = score_csr("Maybe")  # unreadable: missing (NaN), not a 0.5 guess
+    assert math.isnan(r["score"]) and math.isnan(r["label"]) and not r["parsed"] and not r["from_logprobs"]
     r = score_csr("Yes", [("Yes", math.log(0.6), [("Yes", math.log(0.6)), (" No", math.log(0.2)),
                                                    ("yes", math.log(0.2))])])
     assert math.isclose(r["score"], 0.8) and r["label"] == 1.0 and r["from_logprobs"]
@@ -310,9 +310,11 @@ def test_csr_prompt_and_yes_no_parsing():
         assert isinstance(j, Judge)
         texts = ["I'd donate it.", "Keep it.", "Share it with them.", "Hmm."]
         labels = j.label(texts, "benevolence", questions=["What should I do?"] * 4)
-        assert list(labels) == [1.0, 0.0, 1.0, 0.5]
-        assert list(j.judge(texts, "benevolence", questions=["What should I do?"] * 4)) == [1.0, 0.0, 1.0, 0.5]
+        np.testing.assert_array_equal(labels, [1.0, 0.0, 1.0, np.nan])  # unreadable twice: missing, not 0.5
+        scores = j.judge(texts, "benevolence", questions=["What should I do?"] * 4)
+        np.testing.assert_array_equal(scores, [1.0, 0.0, 1.0, np.nan])
         assert j.stats["unparsed"] == 2 and len(server.requests) == 5  # "Hmm." re-asked once
+        assert j.stats["unparseable"] == 1 and j.stats["missing"] == 2  # one judgment, returned twice
         body = server.requests[0]
         prompt = body["messages"][-1]["content"]
         assert "Human: What should I do?\nBob: I'd donate it." in prompt and prompt.endswith("Label:")

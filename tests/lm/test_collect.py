@@ -348,3 +348,29 @@ def test_bridge_and_hooked_transformer_agree(smollm):
         assert got.shape == ref.shape
         scale = ref.abs().amax(dim=1, keepdim=True).clamp(min=1.0)
         assert ((got - ref).abs() / scale).max().item() <= 1e-4
+
+
+ARTIFACT_MISMATCH = [  # (field changed on the model, message naming both sides)
+    ({"processing": "fold_ln"}, r"made with processing='none', but the model has processing='fold_ln'"),
+    ({"dtype": "bfloat16"}, r"made with dtype='float32', but the model has dtype='bfloat16'"),
+    ({"model_id": "other"}, r"made with model_id='tiny-0', but the model has model_id='other'"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), ARTIFACT_MISMATCH, ids=[next(iter(c)) for c, _ in ARTIFACT_MISMATCH])
+def test_saved_statistics_refuse_a_model_with_other_processing_or_dtype(tiny_model, tmp_path, change, message):
+    import types
+
+    from mechvalue.core.errors import CorruptFileError
+    from mechvalue.lm.collect import ActivationStats
+    from mechvalue.lm.prompts import raw
+
+    stats = collect(tiny_model, [raw("one two"), raw("three")], layers=[0], batch_size=2)
+    path = stats.save(tmp_path / "s.safetensors")
+    assert ActivationStats.load(path, model=tiny_model).n_examples == 2  # the same model: fine
+    info = {**tiny_model.mechvalue_info, "dtype": "float32", **change}
+    cfg = types.SimpleNamespace(**{k: getattr(tiny_model.cfg, k) for k in ("n_layers", "d_model", "d_mlp")},
+                                dtype=getattr(torch, info.pop("dtype")))
+    other = types.SimpleNamespace(cfg=cfg, mechvalue_info=info)
+    with pytest.raises(CorruptFileError, match=message):
+        ActivationStats.load(path, model=other)

@@ -113,3 +113,28 @@ def test_best_window_on_a_model_shallower_than_the_exclusion():
     from mechvalue.methods.conva import best_window
 
     assert best_window([0.6, 0.7, 0.8], 3, width=3, exclude_last=5) == [0]
+
+
+def test_saved_vectors_refuse_a_model_with_other_processing_or_dtype(tiny_model, tmp_path):
+    import types
+
+    from mechvalue.core.errors import CorruptFileError
+    from mechvalue.lm.models import artifact_model
+    from mechvalue.methods.conva import ValueVectors, fit_value_vectors
+
+    g = torch.Generator().manual_seed(0)
+    n, d = 8, tiny_model.cfg.d_model
+    feats = torch.randn(tiny_model.cfg.n_layers, 4 * n, d, generator=g)
+    feats[:, :n, 0] += 3.0  # train positives
+    feats[:, 2 * n:3 * n, 0] += 3.0  # test positives
+    vv = fit_value_vectors(feats, n, n, value="power", layers=list(range(tiny_model.cfg.n_layers)),
+                           n_layers=tiny_model.cfg.n_layers, meta={**artifact_model(tiny_model), "template": "raw"})
+    path = tmp_path / "power.safetensors"
+    vv.save(path)
+    assert ValueVectors.load(path, model=tiny_model).value == "power"
+    for change, side in (({"processing": "fold_ln"}, "processing='fold_ln'"), ({"dtype": torch.float16}, "float16")):
+        info = {**tiny_model.mechvalue_info, **{k: v for k, v in change.items() if k != "dtype"}}
+        cfg = types.SimpleNamespace(n_layers=tiny_model.cfg.n_layers, d_model=d, d_mlp=tiny_model.cfg.d_mlp,
+                                    dtype=change.get("dtype", torch.float32))
+        with pytest.raises(CorruptFileError, match=f"but the model has .*{side}"):
+            ValueVectors.load(path, model=types.SimpleNamespace(cfg=cfg, mechvalue_info=info))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 
 from mechvalue.core.errors import MechvalueError
-from mechvalue.core.values import GROUP_SETS, VALUES
+from mechvalue.core.values import VALUES
 from mechvalue.report import anchors, browser
 from mechvalue.report import html as report
 
@@ -30,33 +31,84 @@ def _matrix(first, rows, cols, rng, lo=-0.2, hi=0.8):
     return df
 
 
-def make_synthetic_run(run_dir, seed: int = 0):
-    """Write a clearly SYNTHETIC run folder (made-up numbers, small) with every file the report reads."""
+#: a generation with HTML in it: the report must escape it
+HOSTILE = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def synthetic_records(values, rng, mmlu_arms=("base", "conva_nogate", "conva", "caa", "neva")):
+    """Steering records as ``step_steering`` writes them; gated ConVA changes nothing (its gate stays shut)."""
+    from mechvalue.methods.registry import METHOD_NAMES
+
+    records = []
+    for t in values:
+        base = None
+        for arm in METHOD_NAMES:
+            rec = {"arm": arm, "target": t, "queries": [f"Should I {t} question {i}? {HOSTILE}" for i in range(3)],
+                   "texts": [f"{arm} answer {i} about {t}. {HOSTILE if i == 0 else ''}" for i in range(3)],
+                   "judged": rng.uniform(0, 1, (3, 10)).tolist(), "ppl": rng.uniform(5, 9, 3).tolist(),
+                   "dilemma_pref": rng.normal(size=2).tolist(), "dilemma_win": [1.0, 0.0]}
+            if arm in mmlu_arms:
+                rec["mmlu"] = rng.integers(0, 2, 4).astype(float).tolist()
+            if arm == "base":
+                base = rec
+            elif arm == "conva":  # the gate never opened: identical to base
+                rec.update({k: base[k] for k in ("texts", "judged", "ppl", "dilemma_pref", "dilemma_win", "mmlu")})
+            records.append(rec)
+    return records
+
+
+def write_steering(run_dir, values, rng):
+    """records.jsonl and the tables ``study.analyse`` derives from them, written as ``step_steering`` does.
+
+    The bootstraps run with 200 resamples instead of 2,000 (the shapes are what matters here; ten values
+    take half a minute on two cores otherwise).
+    """
+    from unittest import mock
+
+    from mechvalue.analysis import metrics
+    from mechvalue.pipeline import study
+
+    folder = run_dir / "steering"
+    folder.mkdir(parents=True, exist_ok=True)
+    records = synthetic_records(values, rng)
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    fast = functools.partial(metrics.bootstrap_ci, n_boot=200)
+    with mock.patch.object(metrics, "bootstrap_ci", fast), mock.patch.object(study, "bootstrap_ci", fast):
+        tables = study.analyse(records, values)
+    for name in ("summary", "radar", "results"):
+        tables.pop(name).to_csv(folder / f"{name}.csv", index=False)
+    for name, df in tables.items():
+        df.to_csv(folder / f"{name}.csv", index=True)
+    pd.DataFrame({"target": values, "gate_rate_prompts": 0.0, "gate_rate_dilemmas": 0.0,
+                  "gate_rate_mmlu": np.nan}).to_csv(folder / "gate_rates.csv", index=False)
+
+
+STEP_SECONDS = {"judge": 6.0, "valuelocate": 30.0, "conva": 20.0, "neva": 20.0, "dual": 20.0, "steering": 25.0,
+                "audits": 3.0, "report": 2.0}  # 126 s in all
+
+
+def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
+    """Write a clearly SYNTHETIC run folder (made-up numbers, small) with every file the report reads.
+
+    ``values``: the run's values (any 1 to 10); the steering tables come from ``study.analyse`` on
+    synthetic records, so they have the shapes a real run writes.
+    """
+    values = [v for v in VALUES if v in values]
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps({
         "command": "run --synthetic", "model": {"model_id": "SYNTHETIC-model", "processing": "none", "n_layers": 8},
-        "values": list(VALUES), "seed": seed, "quick": True, "versions": {"mechvalue": "0.1.0", "torch": "x"},
-        "started": "2025-01-01T00:00:00", "wall_seconds": 126.0}))
+        "values": values, "seed": seed, "quick": True, "versions": {"mechvalue": "0.1.0", "torch": "x"},
+        "config": {"seed": seed, "values": values, "study": {"n_queries": 3, "n_dilemmas": 2}},
+        "started": "2025-01-01T00:00:00", "wall_seconds_per_step": STEP_SECONDS,
+        "steps": {s: {"seconds": x} for s, x in STEP_SECONDS.items()}}))
+    for step, sec in STEP_SECONDS.items():
+        (run_dir / step).mkdir(exist_ok=True)
+        (run_dir / step / "DONE.json").write_text(json.dumps({"step": step, "seconds": sec}))
     _csv(run_dir / "results.csv", pd.DataFrame(
         [{"method": m, "target": v, "value": v, "metric": "control_success", "estimate": rng.uniform(),
-          "ci_low": 0.1, "ci_high": 0.9, "n": 20, "extra": "x"} for m in METHODS for v in VALUES]))
-    summary = pd.DataFrame({"method": METHODS})
-    for m, (lo, hi) in {"control_success": ("cs_ci_low", "cs_ci_high"), "judged": ("judged_ci_low", "judged_ci_high"),
-                        "nlr": ("nlr_ci_low", "nlr_ci_high"), "perplexity": ("ppl_ci_low", "ppl_ci_high"),
-                        "mmlu": ("mmlu_ci_low", "mmlu_ci_high")}.items():
-        est = rng.uniform(0.2, 0.8, len(METHODS))
-        summary[m], summary[lo], summary[hi] = est, est - 0.05, est + 0.05
-    summary["judged_gain"], summary["judged_gain_ci_low"], summary["judged_gain_ci_high"] = 0.1, 0.0, 0.2
-    summary.loc[0, "nlr"] = np.nan  # NaNs are allowed
-    _csv(run_dir / "steering" / "summary.csv", summary)
-    groups = list(GROUP_SETS["HO4"])
-    for m in ("conva", "neva"):
-        _csv(run_dir / "steering" / f"leakage_{m}.csv", _matrix("target", VALUES, VALUES, rng))
-        _csv(run_dir / "steering" / f"nglr_target_group_{m}.csv", _matrix("target", VALUES, groups, rng, 0, 2))
-        _csv(run_dir / "steering" / f"nglr_group_group_{m}.csv", _matrix("group", groups, groups, rng, 0, 2))
-    _csv(run_dir / "steering" / "radar.csv", pd.DataFrame(
-        [{"method": m, "value": v, "score": rng.uniform(3, 5)} for m in ("base", "conva", "neva") for v in VALUES]))
+          "ci_low": 0.1, "ci_high": 0.9, "n": 20, "extra": "x"} for m in METHODS for v in values]))
+    write_steering(run_dir, values, rng)
     vl = run_dir / "valuelocate"
     _csv(vl / "fraction_vs_tau.csv", pd.DataFrame({"tau": [0.01, 0.03, 0.05], "n_selected": [300, 40, 5],
                                                    "fraction": [0.02, 0.003, 0.0004]}))
@@ -76,31 +128,32 @@ def make_synthetic_run(run_dir, seed: int = 0):
     cv = run_dir / "conva"
     _csv(cv / "probe_accuracy.csv", pd.DataFrame(
         [{"value": v, "layer": la, "accuracy": 0.5 + 0.06 * la, "selected": la in (4, 5)}
-         for v in VALUES for la in range(N_LAYERS)]))
-    cos = np.clip(rng.normal(0.3, 0.3, (10, 10)), -1, 1)
+         for v in values for la in range(N_LAYERS)]))
+    k = len(values)
+    cos = np.clip(rng.normal(0.3, 0.3, (k, k)), -1, 1)
     np.fill_diagonal(cos, 1.0)
-    _csv(cv / "cosine_matrix.csv", pd.DataFrame(cos, columns=VALUES).assign(value=VALUES)[["value", *VALUES]])
+    _csv(cv / "cosine_matrix.csv", pd.DataFrame(cos, columns=values).assign(value=values)[["value", *values]])
     nv = run_dir / "neva"
     _csv(nv / "probe_accuracy.csv", pd.DataFrame(
-        [{"value": v, "layer": la, "accuracy": rng.uniform(0.6, 1.0)} for v in VALUES for la in (3, 5)]))
-    _csv(nv / "jaccard.csv", _matrix("value", VALUES, VALUES, rng, 0, 1))
+        [{"value": v, "layer": la, "accuracy": rng.uniform(0.6, 1.0)} for v in values for la in (3, 5)]))
+    _csv(nv / "jaccard.csv", _matrix("value", values, values, rng, 0, 1))
     _csv(nv / "neurons.csv", pd.DataFrame(
         [{"value": v, "layer": int(rng.integers(0, N_LAYERS)), "index": int(rng.integers(0, 64)),
-          "score": rng.uniform(), "sign": int(rng.choice([-1, 1]))} for v in VALUES for _ in range(5)]))
+          "score": rng.uniform(), "sign": int(rng.choice([-1, 1]))} for v in values for _ in range(5)]))
     du = run_dir / "dual"
     _csv(du / "cosines.csv", pd.DataFrame(
         [{"value": v, "layer": la, "cos_intrinsic_prompted": rng.uniform(0.2, 0.9),
           "retained_norm_prompted_perp": rng.uniform(0.3, 0.7), "retained_norm_intrinsic_perp": rng.uniform(0.3, 0.7)}
-         for v in VALUES for la in range(N_LAYERS)]))
+         for v in values for la in range(N_LAYERS)]))
     _csv(du / "class_counts.csv", pd.DataFrame(
         [{"value": v, "layer": la, "shared": int(rng.integers(0, 9)), "intrinsic": int(rng.integers(0, 5)),
-          "prompted": int(rng.integers(0, 5))} for v in VALUES for la in (4, 5)]))
+          "prompted": int(rng.integers(0, 5))} for v in values for la in (4, 5)]))
     _csv(du / "neuron_classes.csv", pd.DataFrame(
         [{"value": v, "layer": la, "neuron": i, "class": rng.choice(["shared", "intrinsic", "prompted", "unassigned"]),
           "angle": rng.uniform(0, 90), "proj_norm": rng.uniform(), "x": rng.normal(), "y": rng.normal()}
-         for v in VALUES for la in (4, 5) for i in range(8)]))
+         for v in values for la in (4, 5) for i in range(8)]))
     steer = []  # shaped like mechvalue.methods.dual.causal_tests rows
-    for v in VALUES:
+    for v in values:
         def row(metric, arm, v=v, **extra):
             e = rng.uniform(0, 2)
             return {"method": "dual", "target": v, "value": v, "metric": metric, "estimate": e, "ci_low": e - 0.3,
@@ -114,14 +167,18 @@ def make_synthetic_run(run_dir, seed: int = 0):
                       for c in ("shared", "intrinsic", "prompted")]
             steer.append(row("delta_questionnaire", "random_neurons", neuron_class="random", beta=beta, seed=0))
     _csv(du / "steering.csv", pd.DataFrame(steer))
-    theta = np.deg2rad(np.arange(10) * 36.0)
-    _csv(du / "circumplex.csv", pd.DataFrame({"value": VALUES, "x": np.cos(theta + 0.2), "y": np.sin(theta + 0.2),
-                                              "theory_x": np.cos(theta), "theory_y": np.sin(theta)}))
-    _csv(du / "cosine_matrix.csv", pd.DataFrame(cos, columns=VALUES).assign(value=VALUES)[["value", *VALUES]])
-    (du / "structure.json").write_text(json.dumps({"r2": 0.65, "p_value": 0.01, "null_mean": 0.2,
-                                                   "delta_share": 0.55, "layer": 5}))
+    theta = np.deg2rad(np.array([VALUES.index(v) for v in values]) * 36.0)
+    placed = k >= 3  # as dual.structure: no circumplex below 3 values (NaN coordinates)
+    _csv(du / "circumplex.csv", pd.DataFrame({
+        "value": values, "x": np.cos(theta + 0.2) if placed else np.nan, "y": np.sin(theta + 0.2) if placed else np.nan,
+        "theory_x": np.cos(theta), "theory_y": np.sin(theta)}))
+    _csv(du / "cosine_matrix.csv", pd.DataFrame(cos, columns=values).assign(value=values)[["value", *values]])
+    (du / "structure.json").write_text(json.dumps(
+        {"p_value": 0.01, "null_mean": 0.2, "delta_share": 0.55, "layer": 5,
+         **({"r2": 0.65} if placed else {"circumplex": "skipped: fewer than 3 values"})}))
     au = run_dir / "audits"
-    au.mkdir()
+    au.mkdir(exist_ok=True)
+    (au / "STARTED.json").write_text(json.dumps({"step": "audits", "fingerprint": "x"}))  # bookkeeping, not audits
     for k, (kind, index) in enumerate((("neuron", 17), ("direction", None))):
         toks = ["I", " value", " <honesty>", " &", " care"]
         (au / f"audit_{k}.json").write_text(json.dumps({
