@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from mechvalue.cli.own_data import cmd_judge, read_user_records
 from mechvalue.cli.progress import bar, duration, forward_progress, say, status
 from mechvalue.cli.steering import load_model_from_args, read_vectors, steering, train_vectors, vectors_cache_path
 from mechvalue.cli.tables import (
@@ -24,6 +25,7 @@ from mechvalue.cli.tables import (
     read_json,
     sig,
     table,
+    write,
 )
 from mechvalue.core.errors import MechvalueError, UsageError
 
@@ -70,7 +72,7 @@ def _emit(args, data, text: str) -> None:
     if getattr(args, "json", False):
         print_json(data)
     else:
-        print(text)
+        write(text)
 
 
 def cmd_locate(args) -> None:
@@ -121,12 +123,18 @@ def cmd_extract(args) -> None:
     from mechvalue.core.values import canonical
 
     value = canonical(args.value)
+    pairs = read_user_records(args.pairs, "pairs", value) if args.pairs else None  # checked before the model loads
+    if pairs is not None:
+        from mechvalue.methods.conva import pair_texts
+
+        pair_texts(pairs)  # enough train and test pairs, or a clear error now
     model = load_model_from_args(args)
-    vv = train_vectors(args, model, value, template=args.template, threshold=args.threshold)
+    vv = train_vectors(args, model, value, template=args.template, threshold=args.threshold, pairs=pairs)
     path = vv.save(args.out or vectors_cache_path(model, value, args.cache_dir))
     rows = [{"layer": la, "accuracy": acc, "selected": la in vv.selected}
             for la, acc in zip(vv.layers, vv.accuracy.tolist())]
-    data = {"value": value, "n_test_pairs": vv.meta.get("n_test"), "threshold": args.threshold,
+    data = {"value": value, "pairs": args.pairs or "bundled", "n_test_pairs": vv.meta.get("n_test"),
+            "threshold": args.threshold,
             "selection": vv.meta.get("selection"), "selected": vv.selected, "layers": rows, "path": str(path)}
     text = "\n".join([
         f"{value}: held-out probe accuracy per layer ({vv.meta['n_test']} test pairs; * = selected)",
@@ -185,9 +193,11 @@ def cmd_evaluate(args) -> None:
     given = read_vectors(args.vectors, value)
     if args.max_items is not None and args.max_items < 2:
         raise MechvalueError(f"--max-items must be >= 2 (a CI needs two items), got {args.max_items}")
+    own = read_user_records(args.dilemmas, "dilemmas", value) if args.dilemmas else None  # before the model loads
     model = load_model_from_args(args)
     specs, system = steering(args, model, value, given)
-    items, dilemmas = load_portraits(value)[:args.max_items], load_dilemmas(value)[:args.max_items]
+    items = load_portraits(value)[:args.max_items]
+    dilemmas = (own if own is not None else load_dilemmas(value))[:args.max_items]
     bs = args.batch_size
     kw = {"batch_size": bs}
     with bar(2 * (len(items) + len(dilemmas)), f"evaluating {value} ({args.method})", unit="item") as pbar:
@@ -287,8 +297,8 @@ def _steps(run: Path, cfg: dict) -> list[dict]:
 SHOW_TABLES = {
     "summary.csv": "summary",
     "steering/summary.csv": "steering study, all targets pooled (estimate [95% CI])",
-    "valuelocate/fraction_vs_tau.csv": "ValueLocate: fraction of MLP neurons selected vs tau "
-                                       "(null_fraction = chance level, the split-half null)",
+    "valuelocate/fraction_vs_tau.csv": "share of MLP neurons selected per tau; null_fraction = chance level "
+                                       "(split-half null)",
 }
 
 
@@ -312,7 +322,7 @@ def cmd_show(args) -> None:
             data["tables"]["dual/structure.json"] = dual
         print_json(data)
         return
-    print("\n".join(_show_text(run, cfg, steps, tables, dual)))
+    write("\n".join(_show_text(run, cfg, steps, tables, dual)))
 
 
 def _show_text(run: Path, cfg: dict, steps: list[dict], tables: dict, dual) -> list[str]:
@@ -422,5 +432,5 @@ def cmd_info(args=None) -> None:
 
 
 COMMANDS = {"locate": cmd_locate, "extract": cmd_extract, "steer": cmd_steer, "evaluate": cmd_evaluate,
-            "audit": cmd_audit, "show": cmd_show, "export": cmd_export}
+            "audit": cmd_audit, "show": cmd_show, "export": cmd_export, "judge": cmd_judge}
 

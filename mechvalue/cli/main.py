@@ -1,7 +1,7 @@
 """``mechvalue`` command line.
 
     mechvalue run [--quick] [--config FILE] [--steps conva,steering] [--out runs/default]
-    mechvalue locate | extract | steer | evaluate | audit | show | export ...
+    mechvalue locate | extract | steer | evaluate | judge | audit | show | export ...
     mechvalue data check
     mechvalue info
 
@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="small smoke run (a few minutes on a CPU)")
     p.add_argument("--config", default=None, help="JSON or TOML file; keys named like the flags set defaults")
     p.add_argument("--steps", default=None, help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="your own data: a folder laid out like data/ (e.g. DIR/dilemmas/power.jsonl); its files "
+                        "replace the bundled ones of the same kind and value, validated before anything runs")
     p.add_argument("--force-step", default=None, metavar="STEPS",
                    help="recompute these steps (comma-separated) even if their inputs are unchanged")
     p.set_defaults(dtype=None, batch_size=None, seed=None)  # unset flags fall back to the file, then the defaults
@@ -110,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--template", choices=("raw", "chat"), default="raw")
     p.add_argument("--threshold", type=float, default=0.9, help="held-out accuracy a steering layer needs")
+    p.add_argument("--pairs", default=None, metavar="FILE",
+                   help="your own context-controlled pairs (JSONL in the schema of data/pairs/; their train/test "
+                        "split is used) instead of the bundled ones")
     p = _cmd(sub, "steer", "generate with and without steering and print both texts", """
         mechvalue steer --value benevolence "How should I spend my bonus?"
         mechvalue steer --value power --method caa --max-new-tokens 80 "Describe your ideal job."
@@ -124,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
         mechvalue evaluate --value power --method prompt --out power_prompt.csv""", [_model_opts(), _steer_opts()])
     p.add_argument("--out", default=None, help="also write the table as CSV")
     p.add_argument("--max-items", type=int, default=None, help="first N portraits and dilemmas (default all)")
+    p.add_argument("--dilemmas", default=None, metavar="FILE",
+                   help="your own dilemmas (JSONL in the schema of data/dilemmas/) instead of the bundled ones")
     p = _cmd(sub, "audit", "a neuron's logit-lens tokens and top-activating texts", """
         mechvalue audit --layer 12 --neuron 345
         mechvalue audit --layer 12 --neuron 345 --k 10 --texts my_texts.txt --save audit.json""", [_model_opts()])
@@ -153,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=("probe", "mean_diff"), default="probe",
                    help="probe: unit probe directions (ConVA); mean_diff: CAA's mean difference")
     p.add_argument("--hint", default=None, help="controlvector.model_hint (default: from the vectors, else llama)")
+    p = _cmd(sub, "judge", "score your own texts on the ten values with a judge; one CSV row per text", """
+        mechvalue judge --texts answers.txt --out scores.csv            # one text per line
+        mechvalue judge --texts answers.jsonl --judge lexicon --out scores.csv   # {"id": ..., "text": ...}
+        mechvalue judge --texts a.txt --judge openai --endpoint http://127.0.0.1:8080/v1 --out s.csv""",
+             [_model_opts()])
+    p.add_argument("--texts", required=True, metavar="FILE", help=".txt (one text per line) or .jsonl with 'text'")
+    p.add_argument("--judge", choices=("classifier", "lexicon", "openai"), default="classifier",
+                   help="classifier (default: the shipped judge on the model's features), lexicon (pyvalues' "
+                        "Personal Values Dictionary, no model) or openai (an OpenAI-compatible endpoint)")
+    p.add_argument("--values", default=None, help="comma-separated values (default: all ten)")
+    p.add_argument("--endpoint", default=None, help="base URL for --judge openai (default $OPENAI_BASE_URL)")
+    p.add_argument("--judge-model", default=None, help="model name for --judge openai ($MECHVALUE_JUDGE_MODEL)")
+    p.add_argument("--out", required=True, help="CSV: id, text, one column per value (canonical names)")
     d = _cmd(sub, "data", "inspect the bundled datasets", "mechvalue data check")
     d.add_argument("action", choices=["check"], help="check: counts, duplicates, context-bias per value")
     _cmd(sub, "info", "show the offline model path, cache folder and package versions", "mechvalue info")
@@ -211,6 +232,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     file = load_config_file(args.config) if args.config else {}
     flags = {k: v for k, v in vars(args).items() if k in RunConfig.fields()}
     args.run_config = RunConfig.build(file, flags, source=args.config or "command line")
+    if args.run_config.data:  # the user's files are validated now, before any model loads
+        from mechvalue.data.bundled import check_user_data
+
+        try:
+            check_user_data(args.run_config.data)
+        except MechvalueError as exc:
+            raise UsageError(str(exc)) from None
     args.force_step = [s.strip() for s in (args.force_step or "").split(",") if s.strip()]
     bad = [s for s in args.force_step if s not in STEPS]
     if bad:

@@ -52,19 +52,20 @@ def estimate_seconds(model, texts: list[str], batch_size: int, template: str = "
 
 
 def train_vectors(args, model, value: str, path: Path | None = None, *, template: str = "raw",
-                  threshold: float = 0.9):
+                  threshold: float = 0.9, pairs=None):
     """Train ``value``'s ConVA probe vectors with a progress bar (and, given ``path``, say first where they
     will be cached and about how long it takes)."""
     from mechvalue.data.bundled import load_pairs
     from mechvalue.methods.conva import pair_texts, train_value_vectors
 
-    texts = pair_texts(load_pairs(value))[0]
+    pairs = list(pairs) if pairs is not None else load_pairs(value)
+    texts = pair_texts(pairs)[0]
     if path is not None:
         est = estimate_seconds(model, texts, args.batch_size, template)
         say(f"training {value} probe vectors once: {len(texts)} texts through the model and a probe per layer "
             f"({about(est)}); cached at {path}, later runs reuse them")
     with forward_progress(model, len(texts), f"training {value} vectors", then="fitting a probe per layer"):
-        return train_value_vectors(model, value, template=template, threshold=threshold,
+        return train_value_vectors(model, value, pairs, template=template, threshold=threshold,
                                    batch_size=args.batch_size, seed=args.seed)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -183,11 +184,11 @@ def read_csv(path: str | Path) -> tuple[list[str], list[list[Any]]]:
         raise CorruptFileError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from exc
     if not columns:
         raise CorruptFileError(f"{path}: not a readable CSV table (empty file)")
-    bad = [i for i, r in enumerate(rows, 2) if len(r) != len(columns)]
+    bad = [i for i, r in enumerate(rows, 2) if len(r) > len(columns)]
     if bad:
         raise CorruptFileError(f"{path}: not a readable CSV table (line {bad[0]} has {len(rows[bad[0] - 2])} "
                                f"fields, the header {len(columns)})")
-    return columns, rows
+    return columns, [r + [None] * (len(columns) - len(r)) for r in rows]
 
 
 def read_json(path: str | Path) -> Any:
@@ -303,10 +304,22 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
+def write(text: str) -> None:
+    """``text`` and a newline on stdout; a reader that stops early (``| head``) ends the output quietly."""
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        try:  # no second error when Python flushes stdout at exit
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
 def print_json(obj: Any) -> None:
     """The one JSON document of ``--json`` on stdout."""
-    json.dump(jsonable(obj), sys.stdout, indent=2, allow_nan=False)
-    sys.stdout.write("\n")
+    write(json.dumps(jsonable(obj), indent=2, allow_nan=False))
 
 
 def frame_records(df) -> list[dict]:

@@ -13,8 +13,10 @@ from mechvalue.data.bundled import (
     SystemPrompt,
     ValueDescription,
     check_data,
+    check_user_data,
     context_bias,
     data_dir,
+    data_file,
     load_descriptions,
     load_dilemmas,
     load_pairs,
@@ -23,8 +25,10 @@ from mechvalue.data.bundled import (
     load_scenarios,
     load_system_prompts,
     read_jsonl,
+    using_data,
 )
 
 __all__ = ["ContrastPair", "Dilemma", "PortraitItem", "Query", "ScenarioQuestion", "SystemPrompt", "ValueDescription",
-           "check_data", "context_bias", "data_dir", "load_descriptions", "load_dilemmas", "load_pairs",
-           "load_portraits", "load_queries", "load_scenarios", "load_system_prompts", "read_jsonl"]
+           "check_data", "check_user_data", "context_bias", "data_dir", "data_file", "load_descriptions",
+           "load_dilemmas", "load_pairs", "load_portraits", "load_queries", "load_scenarios", "load_system_prompts",
+           "read_jsonl", "using_data"]

@@ -13,7 +13,9 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -111,6 +113,67 @@ def data_dir() -> Path:
     raise DataError(f"bundled data not found (looked in {[str(c) for c in candidates]}); set MECHVALUE_DATA")
 
 
+#: a user's data folder laid out like ``data/`` (``mechvalue run --data DIR``): each of its files replaces the
+#: bundled file of the same kind and value for the loaders below (set by :func:`using_data`)
+USER_DATA: ContextVar[Path | None] = ContextVar("mechvalue_user_data", default=None)
+
+
+def data_file(kind: str, name: str, root: str | Path | None = None) -> Path:
+    """``<root>/<kind>/<name>.jsonl``; without ``root``: the user's file (:data:`USER_DATA`) if it has one, else
+    the bundled one."""
+    if root is not None:
+        return Path(root) / kind / f"{name}.jsonl"
+    user = USER_DATA.get()
+    if user is not None and (user / kind / f"{name}.jsonl").is_file():
+        return user / kind / f"{name}.jsonl"
+    return data_dir() / kind / f"{name}.jsonl"
+
+
+def check_user_data(folder: str | Path) -> list[Path]:
+    """Validate every JSONL file of a user's data folder (same schemas and errors as the bundled data: file,
+    line and field). Per-value kinds are ``<kind>/<value>.jsonl`` with a canonical value name; ``queries/*.jsonl``
+    replaces the neutral queries. Returns the files found; a folder with none is refused."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"data folder {folder}: no such folder")
+    kinds = {"pairs": ContrastPair, "system_prompts": SystemPrompt, "dilemmas": Dilemma, "portraits": PortraitItem}
+    unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in (*kinds, "queries"))
+    if unknown:
+        raise DataError(f"data folder {folder}: unknown sub-folders {unknown}; expected some of "
+                        f"{sorted((*kinds, 'queries'))} (the layout of the bundled data/)")
+    found = []
+    for kind, record in kinds.items():
+        for p in sorted((folder / kind).glob("*.jsonl")):
+            if p.stem not in VALUES:
+                raise DataError(f"{p}: file names must be canonical value names ({', '.join(VALUES)}), "
+                                f"not {p.stem!r}")
+            wrong = [r.id for r in read_jsonl(p, record) if r.value != p.stem]
+            if wrong:
+                raise DataError(f"{p}: records of another value: {wrong[:3]}")
+            found.append(p)
+    queries = sorted((folder / "queries").glob("*.jsonl"))
+    for p in queries:
+        read_jsonl(p, Query)
+    if not found and not queries:
+        raise DataError(f"data folder {folder}: no JSONL files in the layout of data/ (e.g. dilemmas/power.jsonl)")
+    return found + queries
+
+
+@contextmanager
+def using_data(folder: str | Path | None) -> Iterator[list[Path]]:
+    """Within the block the loaders read the user's files of ``folder`` (validated first) in place of the
+    bundled ones; ``None`` changes nothing."""
+    if folder is None:
+        yield []
+        return
+    files = check_user_data(folder)
+    token = USER_DATA.set(Path(folder).resolve())
+    try:
+        yield files
+    finally:
+        USER_DATA.reset(token)
+
+
 def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
     """Read and validate a JSONL file of ``record`` dataclasses."""
     path = Path(path)
@@ -160,14 +223,14 @@ def _validate(obj: Any, record: type[R], fields: list[str], where: str) -> R:
 
 
 def _per_value(kind: str, record: type[R], values: Iterable[str] | str | None, root: Path | None) -> list[R]:
-    root = Path(root) if root is not None else data_dir()
     names = VALUES if values is None else [canonical(v) for v in ([values] if isinstance(values, str) else values)]
     out: list[R] = []
     for v in names:
-        rows = read_jsonl(root / kind / f"{v}.jsonl", record)
+        path = data_file(kind, v, root)
+        rows = read_jsonl(path, record)
         wrong = [r.id for r in rows if r.value != v]
         if wrong:
-            raise DataError(f"{root / kind / f'{v}.jsonl'}: records of another value: {wrong[:3]}")
+            raise DataError(f"{path}: records of another value: {wrong[:3]}")
         out.extend(rows)
     return out
 
@@ -195,7 +258,11 @@ def load_portraits(values: Iterable[str] | str | None = None, root: str | Path |
 
 
 def load_queries(root: str | Path | None = None) -> list[Query]:
-    """All neutral user queries (every ``data/queries/*.jsonl``), sorted by id."""
+    """All neutral user queries (every ``data/queries/*.jsonl``, or the user's ``queries/`` under
+    :func:`using_data`), sorted by id."""
+    user = USER_DATA.get() if root is None else None
+    if user is not None and sorted((user / "queries").glob("*.jsonl")):
+        root = user
     root = Path(root) if root is not None else data_dir()
     files = sorted((root / "queries").glob("*.jsonl"))
     if not files:

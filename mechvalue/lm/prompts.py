@@ -89,19 +89,19 @@ def prompt_text(tokenizer, example: Example) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _adds_bos(tokenizer) -> bool:
-    bos = tokenizer.bos_token_id
-    if bos is None:
-        return False
-    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-    return len(ids) > 0 and ids[0] == bos
+def prepends_bos(tokenizer) -> bool:
+    """Whether prompts start with the tokenizer's BOS token: whenever it defines one (TransformerLens'
+    ``default_prepend_bos`` convention), whatever its own ``add_special_tokens`` does. That choice is ours, not
+    the installed ``transformers``' (5.x reads SmolLM2's GGUF flag ``add_bos_token = False``, earlier releases
+    prepended BOS), so activations, vectors and the shipped judge do not change with the library version."""
+    return tokenizer.bos_token_id is not None
 
 
 def encode(tokenizer, example: Example) -> tuple[list[int], list[int]]:
     """Token ids of ``(prompt, response)`` for one example, with at most one BOS."""
     text = prompt_text(tokenizer, example)
     prompt_ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if _adds_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
+    if prepends_bos(tokenizer) and (not prompt_ids or prompt_ids[0] != tokenizer.bos_token_id):
         prompt_ids = [tokenizer.bos_token_id, *prompt_ids]
     response_ids: list[int] = []
     if example.response:

@@ -41,7 +41,8 @@ class RunConfig:
     on activation-probability differences in (0, 1) (``vl_causal_tau="fdr"``: the smallest tau whose
     split-half chance level is at most 10% of the selection); ``vl_factor`` the multiplier of located
     neurons in the causal test; ``neva_budget`` the fraction of candidate neurons NeVA keeps; ``neva_C``
-    the inverse L1 strength of NeVA's probes.
+    the inverse L1 strength of NeVA's probes; ``data`` a folder laid out like ``data/`` whose JSONL files
+    replace the bundled ones of the same kind and value (``--data DIR``).
     """
 
     model: str | None = None
@@ -54,6 +55,7 @@ class RunConfig:
     batch_size: int = 16
     steps: tuple[str, ...] = STEPS
     mmlu: str | None = None
+    data: str | None = None
     vl_max_questions: int = 40
     vl_tau: float = 0.03
     vl_causal_tau: float | str = "fdr"
@@ -112,13 +114,13 @@ class RunConfig:
 
 
 #: which config fields each step's results depend on (model, values, seed, dtype and data are common to all)
-COMMON_FIELDS = ("model", "values", "dtype", "seed")
+COMMON_FIELDS = ("model", "values", "dtype", "seed", "data")
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "judge": COMMON_FIELDS,
     "valuelocate": (*COMMON_FIELDS, "vl_max_questions", "vl_tau", "vl_causal_tau", "vl_factor", "vl_n_random",
                     "vl_dilemmas_per_value", "vl_items_per_value", "quick"),
     "conva": COMMON_FIELDS,
-    "neva": (*COMMON_FIELDS, "neva_budget", "neva_C"),
+    "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study"),  # study.n_controls random edits
     "dual": (*COMMON_FIELDS, "dual", "mmlu"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
     "audits": (*COMMON_FIELDS, "n_audits"),
@@ -126,7 +128,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 _TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "out": str, "seed": int, "quick": bool,
-                          "batch_size": int, "mmlu": str, "vl_max_questions": int, "vl_tau": float,
+                          "batch_size": int, "mmlu": str, "data": str, "vl_max_questions": int, "vl_tau": float,
                           "vl_causal_tau": (float, str), "vl_factor": float, "vl_n_random": int,
                           "vl_dilemmas_per_value": int, "vl_items_per_value": int, "neva_budget": float,
                           "neva_C": float, "n_audits": int}
@@ -171,6 +173,8 @@ def _check_field(name: str, v: Any, source: str):
         raise UsageError(f"{source}: vl_causal_tau must be a number in (0, 1) or 'fdr', got {v!r}")
     if name in ("vl_tau", "vl_causal_tau", "neva_budget") and isinstance(v, float) and not 0 < v < 1:
         raise UsageError(f"{source}: {name} must be in (0, 1), got {v}")
+    if name == "data" and not Path(v).is_dir():
+        raise UsageError(f"{source}: data folder {v!r} does not exist (expected a folder laid out like data/)")
     if name in ("vl_factor", "neva_C") and v <= 0:
         raise UsageError(f"{source}: {name} must be > 0, got {v}")
     return v

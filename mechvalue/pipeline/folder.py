@@ -47,14 +47,18 @@ def _sha256(path: Path) -> str:
 
 
 def data_fingerprint() -> str:
-    """Hash of the bundled data files (names and bytes)."""
-    from mechvalue.data.bundled import data_dir
+    """Hash of the data files the loaders read (names and bytes): the bundled ones and, under
+    :func:`~mechvalue.data.bundled.using_data`, the user's, which replace them."""
+    from mechvalue.data.bundled import USER_DATA, data_dir
 
-    root = data_dir()
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*.jsonl")):
-        h.update(str(p.relative_to(root)).encode())
-        h.update(_sha256(p).encode())
+    for root in (data_dir(), USER_DATA.get()):
+        if root is None:
+            continue
+        h.update(b"user:" if root != data_dir() else b"")
+        for p in sorted(root.rglob("*.jsonl")):
+            h.update(str(p.relative_to(root)).encode())
+            h.update(_sha256(p).encode())
     return h.hexdigest()[:16]
 
 

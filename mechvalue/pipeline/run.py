@@ -61,9 +61,12 @@ def run_main(config: RunConfig, force: Iterable[str] = ()) -> Path:
     bad = [s for s in force if s not in STEPS]
     if bad:
         raise MechvalueError(f"--force-step {bad}: unknown step; choose from {', '.join(STEPS)}")
-    folder = RunFolder(config)
-    with folder.lock():
-        return _run_locked(config, folder, force)
+    from mechvalue.data.bundled import using_data
+
+    with using_data(config.data):  # the user's files (validated here, before any model loads) replace bundled ones
+        folder = RunFolder(config)
+        with folder.lock():
+            return _run_locked(config, folder, force)
 
 
 def _run_locked(config: RunConfig, folder: RunFolder, force: tuple[str, ...]) -> Path:

@@ -174,10 +174,11 @@ def step_neva(config: RunConfig, folder: RunFolder) -> dict:
         rows += [{"value": v, "layer": int(lay), "index": int(i), "score": float(sc), "sign": int(sg)}
                  for lay, i, sc, sg in zip(s.layers, s.indices, s.scores, s.signs)]
         save_probe_pushes(out / f"edit_{v}.safetensors", edit_specs(probes, s, p0=P0[v]), value=v, p0=P0[v])
-        rnd = matched_random(s, folder.model.cfg.d_mlp, seed=config.seed, exclude=s)
-        rnd = NeuronSet(rnd.layers, rnd.indices, rnd.scores, rnd.signs, v, rnd.meta)
-        save_probe_pushes(out / f"edit_random_{v}.safetensors", edit_specs(probes, rnd, p0=P0[v]), value=v,
-                          p0=P0[v], control="matched_random")
+        for k in range(max(1, config.study.n_controls)):  # k = 0 is the judged control arm of the study
+            rnd = matched_random(s, folder.model.cfg.d_mlp, seed=config.seed + 7919 * k, exclude=s)
+            rnd = NeuronSet(rnd.layers, rnd.indices, rnd.scores, rnd.signs, v, rnd.meta)
+            save_probe_pushes(out / f"edit_random_{v}{'' if k == 0 else f'_{k}'}.safetensors",
+                              edit_specs(probes, rnd, p0=P0[v]), value=v, p0=P0[v], control="matched_random")
     names = list(sets)
     jac = pd.DataFrame(jaccard_matrix([sets[v] for v in names]), index=pd.Index(names, name="value"), columns=names)
     acc = pd.DataFrame([{"value": v, "layer": lay, "accuracy": float(a)} for v in names
@@ -202,52 +203,87 @@ def step_dual(config: RunConfig, folder: RunFolder) -> dict:
 
 # ------------------------------------------------------------------ steering study
 
+def _sample(items: list, n: int, seed: int) -> list:
+    """``n`` items drawn without replacement (0 or more than there are: all, in file order)."""
+    return list(items) if n <= 0 or n >= len(items) else random.Random(seed).sample(items, n)
+
+
+def _controls(arm: str, interventions, *, value: str, n: int, folder: RunFolder, seed: int) -> list:
+    """``n`` matched random controls of one arm: NeVA's saved random-neuron edits, or ``random_like``."""
+    from mechvalue.interventions.controls import random_like
+    from mechvalue.methods.neva import load_probe_pushes
+
+    if arm == "neva":
+        paths = [folder.out / "neva" / f"edit_random_{value}{'' if k == 0 else f'_{k}'}.safetensors"
+                 for k in range(n)]
+        return [load_probe_pushes(p) for p in paths if p.exists()]
+    return [random_like(list(interventions), seed=seed * 1000 + k, model=folder.model) for k in range(n)]
+
+
 def step_steering(config: RunConfig, folder: RunFolder) -> dict:
-    from mechvalue.data.bundled import load_dilemmas, load_system_prompts
+    from mechvalue.data.bundled import load_dilemmas, load_portraits, load_system_prompts
     from mechvalue.data.public import format_mmlu_prompt
     from mechvalue.methods.conva import P0, ValueVectors
     from mechvalue.methods.neva import load_probe_pushes
-    from mechvalue.pipeline.study import analyse, build_arms, prompt_gate, score_arm
+    from mechvalue.pipeline.study import analyse, build_arms, prompt_gate, score_arm, score_control
 
     scfg = config.study  # StudyConfig, with the run's batch size and seed
     out = folder.out / "steering"
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(config.seed)
     mmlu, mmlu_path = folder.mmlu()
-    per_target = scfg.n_mmlu // len(config.values) if mmlu else 0
-    rec_path = out / "records.jsonl"
-    records = read_jsonl_rows(rec_path)  # resumable: one row per finished (arm, target)
+    per_target = -(-scfg.n_mmlu // len(config.values)) if mmlu else 0  # at least n_mmlu per arm in all
+    rec_path, ctl_path = out / "records.jsonl", out / "controls.jsonl"
+    records, controls = read_jsonl_rows(rec_path), read_jsonl_rows(ctl_path)  # resumable per (arm, target[, k])
     have = {(r["arm"], r["target"]) for r in records}
-    gate_rows = []
+    have_ctl = {(r["arm"], r["target"], r["control"]) for r in controls}
+    portraits = _sample(load_portraits(), scfg.n_portraits, config.seed)
+    gate_rows, sizes = [], {}
     for k, v in enumerate(config.values):
         vectors = ValueVectors.load(folder.out / "conva" / f"vectors_{v}.safetensors", model=folder.model)
         neva = folder.out / "neva"
         arms = build_arms(v, vectors=vectors, neva=load_probe_pushes(neva / f"edit_{v}.safetensors"),
                           random_neurons=load_probe_pushes(neva / f"edit_random_{v}.safetensors"), judge=folder.judge,
                           cfg=scfg, system_prompt=rng.choice(load_system_prompts(v)).text, p0=P0[v])
-        pool = random.Random(config.seed + k).sample(load_dilemmas(v), max(scfg.n_dilemmas, scfg.n_queries))
-        dilemmas, queries = pool[:scfg.n_dilemmas], [d.question for d in pool[:scfg.n_queries]]
+        pool = load_dilemmas(v)
+        dilemmas = _sample(pool, scfg.n_dilemmas, config.seed + k)
+        queries = [d.question for d in _sample(pool, scfg.n_queries, config.seed + 100 + k)]
         mm = mmlu[k * per_target:(k + 1) * per_target] if per_target else None
+        own = [p for p in portraits if p.value == v]
+        sizes[v] = {"queries": len(queries), "dilemmas": len(dilemmas), "portraits": len(portraits),
+                    "target_portraits": len(own), "mmlu": len(mm or [])}
         gate = prompt_gate(folder.judge, v, scfg.gate_threshold)
         gate_rows.append({"target": v, "gate_rate_prompts": float(np.mean(gate(queries))),
                           "gate_rate_dilemmas": float(np.mean(gate([d.question for d in dilemmas]))),
                           "gate_rate_mmlu": float(np.mean(gate([format_mmlu_prompt(q) for q in mm]))) if mm
                           else float("nan")})
         for arm, (interventions, system) in arms.items():
-            if (arm, v) in have:
+            if (arm, v) not in have:
+                print(f"  steering {v}: {arm}", flush=True)
+                rec = score_arm(folder.model, arm, interventions, system, target=v, queries=queries,
+                                dilemmas=dilemmas, mmlu=mm, judge=folder.judge, cfg=scfg, portraits=portraits)
+                append_jsonl(rec_path, [rec])
+                records.append(rec)
+            if arm not in scfg.control_arms or scfg.n_controls == 0:
                 continue
-            print(f"  steering {v}: {arm}", flush=True)
-            rec = score_arm(folder.model, arm, interventions, system, target=v, queries=queries, dilemmas=dilemmas,
-                            mmlu=mm, judge=folder.judge, cfg=scfg)
-            append_jsonl(rec_path, [rec])
-            records.append(rec)
-    tables = analyse(records, config.values)
+            ctl = _controls(arm, interventions, value=v, n=scfg.n_controls, folder=folder, seed=config.seed)
+            todo = [(j, c) for j, c in enumerate(ctl) if (arm, v, j) not in have_ctl]
+            if todo:
+                print(f"  steering {v}: {len(todo)} random controls of {arm}", flush=True)
+            for j, c in todo:
+                row = score_control(folder.model, arm, j, c, target=v, dilemmas=dilemmas, portraits=own, cfg=scfg)
+                append_jsonl(ctl_path, [row])
+                controls.append(row)
+    tables = analyse(records, config.values, controls)
     results = tables.pop("results")
     _tables(out, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results,
+                  "tests": tables.pop("tests"), "portrait_profile": tables.pop("portrait_profile"),
                   "gate_rates": pd.DataFrame(gate_rows)})
     _tables(out, tables, index=True)
     return {"prompts": "target dilemma questions", "mmlu_source": mmlu_path, "mmlu_per_target": per_target,
-            "study": dataclasses.asdict(scfg)}
+            "split": "held-out: dilemmas and portrait items are never used to fit vectors or select neurons "
+                     "(those use the context-controlled pairs)", "sizes": sizes,
+            "n_controls": {a: scfg.n_controls for a in scfg.control_arms}, "study": dataclasses.asdict(scfg)}
 
 
 # ------------------------------------------------------------------ audits, report, summary

@@ -9,14 +9,21 @@ scored:
   ten values (``[query, value]``): the target column gives control success
   (CSR: score > 0.5 counts as "yes"), the others the leakage row; fluency is the perplexity
   of the generation under the unmodified model, diversity its Distinct-2;
-- judge-free: dilemma preference on the target's dilemmas (log P(value answer) - log
-  P(conflicting answer));
+- judge-free (the primary instruments: one forward pass per item, every item): dilemma preference on
+  every one of the target's dilemmas (log P(value answer) - log P(conflicting answer), nats) and the
+  expected 1-6 rating of every portrait item of every value (the target's items give the questionnaire
+  gain, the others a judge-free leakage row);
+- matched random controls (``n_controls`` per arm of ``control_arms``: same-norm random directions for
+  the vector methods, matched random neurons for NeVA), scored judge-free on the same items;
 - capability: MMLU accuracy on a slice of questions per target (pooled over targets), the
   arm's edit and gate active.
 
-Everything is paired with the base arm on the same items; CIs are percentile bootstraps
-over items (and over targets for pooled figures). Leakage matrices, NLR and NGLR follow
-:mod:`mechvalue.analysis.metrics`.
+Everything is paired on the same items: against base, against the mean of the matched random
+controls and against the value system prompt (:func:`comparisons`: bootstrap CI, paired t-test, the
+minimum detectable effect at 80% power, and Benjamini-Hochberg over the targets x arms of each
+comparison and metric). Dilemmas and portraits are never used to fit a vector or select a neuron
+(those use the context-controlled pairs): every steering number is on held-out items. Leakage
+matrices, NLR and NGLR follow :mod:`mechvalue.analysis.metrics`.
 """
 
 from __future__ import annotations
@@ -35,26 +42,37 @@ from mechvalue.analysis.metrics import (
     nlr,
     paired_difference,
 )
+from mechvalue.analysis.stats import mde
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.values import VALUES
 from mechvalue.evaluate.judges import judge_many
-from mechvalue.evaluate.scores import dilemma_preference, mmlu_accuracy, perplexity
+from mechvalue.evaluate.scores import dilemma_preference, mmlu_accuracy, perplexity, questionnaire
 from mechvalue.lm.generation import generate
 from mechvalue.lm.prompts import chat
 from mechvalue.methods.registry import METHOD_NAMES, SteeringInputs, build_all
+from mechvalue.pipeline.comparisons import comparisons, item_scores, portrait_profile
 
 ARMS = METHOD_NAMES  # one arm per registered steering method
 
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study (defaults fit the 30-minute CPU budget of ``mechvalue run`` on SmolLM2)."""
+    """Sizes of the study (defaults fit the 45-minute CPU budget of ``mechvalue run`` on SmolLM2).
 
-    n_queries: int = 6
+    ``n_queries``: generations per target and arm; ``n_dilemmas`` / ``n_portraits``: judge-free items per
+    target (0 = all of them; portraits of every value, the target's give its questionnaire score);
+    ``n_mmlu``: MMLU questions per arm (spread over the targets); ``n_controls`` random controls per arm of
+    ``control_arms``, scored judge-free.
+    """
+
+    n_queries: int = 24
     max_new_tokens: int = 32
-    n_dilemmas: int = 5
-    n_mmlu: int = 80
+    n_dilemmas: int = 0
+    n_portraits: int = 0
+    n_mmlu: int = 200
     mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva", "caa", "neva")
+    n_controls: int = 10
+    control_arms: tuple[str, ...] = ("caa", "conva_nogate", "neva")
     caa_coefficient: float = 1.0
     gate_threshold: float = 0.5
     gate_all: bool = False
@@ -63,7 +81,19 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=2, n_mmlu=16)
+        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=8, n_portraits=0, n_mmlu=16, n_controls=2)
+
+    def __post_init__(self):
+        for name in ("n_queries", "max_new_tokens", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise MechvalueError(f"study.{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        for name in ("n_dilemmas", "n_portraits", "n_mmlu", "n_controls"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise MechvalueError(f"study.{name} must be an integer >= 0 (0: all / none), got "
+                                     f"{getattr(self, name)!r}")
+        bad = [a for a in (*self.mmlu_arms, *self.control_arms) if a not in METHOD_NAMES]
+        if bad:
+            raise MechvalueError(f"study: unknown arms {bad}; choose from {', '.join(METHOD_NAMES)}")
 
 
 def prompt_gate(judge, value: str, threshold: float) -> Callable[[list[str]], np.ndarray]:
@@ -90,7 +120,7 @@ def build_arms(target: str, *, vectors, neva: Sequence, random_neurons: Sequence
 
 
 def score_arm(model, arm: str, interventions, system: str | None, *, target: str, queries: Sequence[str], dilemmas,
-              mmlu, judge, cfg: StudyConfig, base_model_ppl: bool = True) -> dict:
+              mmlu, judge, cfg: StudyConfig, portraits=None) -> dict:
     """Raw per-item measurements of one arm for one target (lists, JSON-friendly)."""
     prompts = [chat(q, system=system) for q in queries]
     gen = generate(model, prompts, interventions, max_new_tokens=cfg.max_new_tokens, temperature=0.0,
@@ -100,9 +130,21 @@ def score_arm(model, arm: str, interventions, system: str | None, *, target: str
     dil = dilemma_preference(model, dilemmas, interventions, system=system, batch_size=cfg.batch_size)
     out = {"arm": arm, "target": target, "texts": gen.texts, "judged": judged.tolist(), "ppl": ppl.tolist(),
            "dilemma_pref": dil.pref.tolist(), "dilemma_win": dil.win.tolist()}
+    if portraits:
+        q = questionnaire(model, portraits, interventions, system=system, batch_size=cfg.batch_size)
+        out.update(portrait_score=q.score.tolist(), portrait_value=q.value.tolist())
     if mmlu and arm in cfg.mmlu_arms:
         out["mmlu"] = mmlu_accuracy(model, mmlu, interventions, batch_size=cfg.batch_size).tolist()
     return out
+
+
+def score_control(model, arm: str, k: int, interventions, *, target: str, dilemmas, portraits,
+                  cfg: StudyConfig) -> dict:
+    """Judge-free measurements of random control ``k`` of ``arm`` (the target's dilemmas and portrait items)."""
+    dil = dilemma_preference(model, dilemmas, interventions, batch_size=cfg.batch_size)
+    q = questionnaire(model, portraits, interventions, batch_size=cfg.batch_size)
+    return {"arm": arm, "target": target, "control": k, "dilemma_pref": dil.pref.tolist(),
+            "portrait_score": q.score.tolist()}
 
 
 # ------------------------------------------------------------------ analysis (pure)
@@ -138,8 +180,15 @@ def nlr_ci(steered: np.ndarray, base: np.ndarray, targets: Sequence[str], *, n_b
     return per_target, (float(np.mean(per_target)), float(lo), float(hi))
 
 
-def analyse(records: Sequence[dict], targets: Sequence[str]) -> dict[str, pd.DataFrame]:
-    """Tidy results, the per-method summary, leakage matrices and NGLR tables from the raw records."""
+def _mde_of(x: np.ndarray) -> float:
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    return mde(float(x.std(ddof=1) / np.sqrt(len(x)))) if len(x) > 1 else float("nan")
+
+
+def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[dict] = ()) -> dict[str, pd.DataFrame]:
+    """Tidy results, the per-method summary, paired tests (``tests``: :func:`~mechvalue.pipeline.comparisons.
+    comparisons`), leakage matrices and NGLR tables from the raw records and the random controls' records."""
     targets = list(targets)
     arms = [a for a in ARMS if all(any(r["arm"] == a and r["target"] == t for r in records) for t in targets)]
     if "base" not in arms:
@@ -159,12 +208,19 @@ def analyse(records: Sequence[dict], targets: Sequence[str]) -> dict[str, pd.Dat
         ppl = ppl[np.isfinite(ppl)]
         texts = [x for t in targets for x in by[(arm, t)]["texts"]]
         row = {"method": arm}
+        q_gain = [item_scores(by[(arm, t)], "questionnaire", t) for t in targets]
+        q_base = [item_scores(by[("base", t)], "questionnaire", t) for t in targets]
+        q_gain = (np.concatenate([a - b for a, b in zip(q_gain, q_base)]) if all(x is not None for x in q_gain)
+                  else np.zeros(0))
         for name, x in (("control_success", csr), ("judged_gain", gain), ("dilemma_gain", d_pref),
-                        ("dilemma_win", win), ("perplexity", ppl)):
+                        ("questionnaire_gain", q_gain), ("dilemma_win", win), ("perplexity", ppl)):
+            if name == "questionnaire_gain" and not len(x):
+                continue
             est, lo, hi = bootstrap_ci(x) if len(x) else (np.nan, np.nan, np.nan)
             row.update({name: est, f"{name}_ci_low": lo, f"{name}_ci_high": hi})
             rows.append({"method": arm, "target": "all", "value": "target", "metric": name, "estimate": est,
-                         "ci_low": lo, "ci_high": hi, "n": len(x)})
+                         "ci_low": lo, "ci_high": hi, "n": len(x),
+                         "mde": _mde_of(x) if name.endswith("_gain") else np.nan})
         row["distinct_2"] = distinct_n(texts, 2) if any(t.strip() for t in texts) else np.nan
         if all("mmlu" in by[(arm, t)] for t in targets):
             acc = np.concatenate([np.asarray(by[(arm, t)]["mmlu"]) for t in targets])
@@ -183,16 +239,23 @@ def analyse(records: Sequence[dict], targets: Sequence[str]) -> dict[str, pd.Dat
                 for j, v in enumerate(VALUES):
                     est, lo, hi = paired_difference(arm_j[k, :, j], base_j[k, :, j])
                     rows.append({"method": arm, "target": t, "value": v, "metric": "judged_delta", "estimate": est,
-                                 "ci_low": lo, "ci_high": hi, "n": arm_j.shape[1]})
+                                 "ci_low": lo, "ci_high": hi, "n": arm_j.shape[1],
+                                 "mde": _mde_of(arm_j[k, :, j] - base_j[k, :, j])})
                 rows.append({"method": arm, "target": t, "value": t, "metric": "nlr", "estimate": float(per_t[k]),
                              "ci_low": np.nan, "ci_high": np.nan, "n": arm_j.shape[1]})
                 est, lo, hi = paired_difference(by[(arm, t)]["dilemma_pref"], by[("base", t)]["dilemma_pref"])
+                dd = np.asarray(by[(arm, t)]["dilemma_pref"]) - np.asarray(by[("base", t)]["dilemma_pref"])
                 rows.append({"method": arm, "target": t, "value": t, "metric": "dilemma_delta", "estimate": est,
-                             "ci_low": lo, "ci_high": hi, "n": len(by[(arm, t)]["dilemma_pref"])})
+                             "ci_low": lo, "ci_high": hi, "n": len(dd), "mde": _mde_of(dd)})
         summary.append(row)
     radar = [{"method": arm, "value": t, "score": float(judged_array(records, arm, [t])[0, :, VALUES.index(t)].mean())}
              for arm in arms for t in targets]
+    tests = comparisons(records, controls, targets)
+    tested = tests.assign(metric=tests["metric"] + "_vs_" + tests["comparison"])
     tables["summary"] = pd.DataFrame(summary)
-    tables["results"] = pd.DataFrame(rows)
+    tables["tests"] = tests
+    tables["portrait_profile"] = portrait_profile(records, targets)
+    tables["results"] = pd.concat([pd.DataFrame(rows), tested.drop(columns=["comparison", "se", "significant"])],
+                                  ignore_index=True)
     tables["radar"] = pd.DataFrame(radar)
     return tables

@@ -2,8 +2,13 @@
 
 :func:`build_report` reads a run folder (no model needed) and writes ``report.html``: inline CSS,
 figures embedded as base64 PNG (also saved to ``figures/``), no JavaScript and no external
-resource. Sections that have no files are skipped with a short note; a file that cannot be
-rendered gives a visible problem note instead of aborting the report.
+resource. It opens with a summary (one verdict sentence per steering method, ValueLocate's and the
+dual vectors' causal verdicts), then the run (settings, wall time per step), the method comparison,
+sample sizes with minimum detectable effects, example generations, the paper anchors, one section
+per method, the neuron audits, a glossary of the metrics and all results; it links ``docs/methods.md``.
+Undefined numbers show as "–" with a footnote, never "nan" or 0. Sections that have no files are
+skipped with a short note; a file that cannot be rendered gives a visible problem note (class
+``problem``, for real failures only) instead of aborting the report.
 
 The paper anchors live in :mod:`mechvalue.report.anchors` and the headless-browser check in
 :mod:`mechvalue.report.browser`; :func:`anchor_table`, :data:`ANCHORS`, :func:`check_in_browser` and

@@ -64,16 +64,18 @@ def _headline(effect: Estimate) -> str:
 def method_verdict(name: str, effect: Estimate, *, dilemma: Estimate | None = None, control: Estimate | None = None,
                    control_name: str = "matched random neurons", prompt: Estimate | None = None,
                    nlr: Estimate | None = None, ppl: Estimate | None = None, base_ppl: Estimate | None = None,
-                   mmlu: Estimate | None = None, base_mmlu: Estimate | None = None, note: str = "") -> str:
+                   mmlu: Estimate | None = None, base_mmlu: Estimate | None = None, note: str = "",
+                   effect_name: str = "judged target score change") -> str:
     """One sentence on one steering method (``name``: its study name; the label is looked up).
 
-    ``effect``: judged target-score gain over base; ``dilemma``: judge-free dilemma preference gain
-    (nats); ``control`` / ``prompt``: the same gain of the matched random control and of the value
-    system prompt (compared as differences); ``nlr``: leakage (undefined when NaN or when the edit
-    changed nothing); ``ppl``/``base_ppl`` and ``mmlu``/``base_mmlu``: fluency and capability; ``note``:
-    a last clause (e.g. how often a gate opened).
+    ``effect``: the judged target-score gain over base (``effect_name`` names it); ``dilemma``: the
+    judge-free dilemma preference gain (nats); ``control`` / ``prompt``: the same gain of the matched
+    random control and of the value system prompt (compared as differences); ``nlr``: leakage
+    (undefined when NaN or when the edit changed nothing); ``ppl``/``base_ppl`` and
+    ``mmlu``/``base_mmlu``: fluency and capability; ``note``: a last clause (e.g. how often a gate
+    opened).
     """
-    parts = [_clause("judged target score change", effect, items="generations")]
+    parts = [_clause(effect_name, effect, items="generations")]
     if dilemma is not None:
         parts.append(_clause("dilemma preference", dilemma, "nats", "dilemmas"))
     if control is not None:
@@ -180,7 +182,8 @@ def steering_verdicts(summary: pd.DataFrame, results: pd.DataFrame | None = None
             control=est[ctrl].get(metric) if ctrl in est else None, control_name=method_label(ctrl or ""),
             prompt=est[PROMPT_ARM].get(metric) if PROMPT_ARM in est and m not in _SPECIAL else None,
             nlr=e.get("nlr", nan), ppl=e.get("perplexity"), base_ppl=base.get("perplexity"),
-            mmlu=e.get("mmlu"), base_mmlu=base.get("mmlu"), note=(notes or {}).get(m, ""))))
+            mmlu=e.get("mmlu"), base_mmlu=base.get("mmlu"), note=(notes or {}).get(m, ""),
+            effect_name="judged target score change" if metric == "judged_gain" else "control success")))
     return out
 
 

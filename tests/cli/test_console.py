@@ -269,3 +269,22 @@ def test_run_json_prints_the_finished_folder(tmp_path, capsys, monkeypatch):
     assert "[conva] running ..." in captured.err
     data = json.loads(captured.out)
     assert data["run"] == str(run) and data["tables"]["valuelocate/fraction_vs_tau.csv"][0]["tau"] == 0.01
+
+
+def test_steer_neva_says_it_fits_once_for_all_values(tiny, tmp_path, capsys, monkeypatch, one_thread):
+    import torch
+
+    import mechvalue.methods.neva as neva
+    from mechvalue.interventions.install import ProbePush
+
+    spec = ProbePush("blocks.2.mlp.hook_post", torch.tensor([1.0, -2.0]), 0.25, 0.0, indices=torch.tensor([1, 4]),
+                     mean=torch.zeros(2), scale=torch.ones(2))
+    monkeypatch.setattr(neva, "train_neuron_probes", lambda *a, **k: "probes")
+    monkeypatch.setattr(neva, "select_neurons", lambda probes: {"power": "n", "tradition": "n"})
+    monkeypatch.setattr(neva, "edit_specs", lambda probes, neurons, p0: [spec])
+    argv = ["steer", "--method", "neva", "--cache-dir", str(tmp_path / "c"), "--max-new-tokens", "2", "hi"]
+    assert main(argv + ["--value", "power"]) == 0
+    err = capsys.readouterr().err
+    assert "fitting NeVA neuron probes once for all values" in err and "later runs reuse them" in err
+    assert main(argv + ["--value", "tradition"]) == 0  # fitted with power's: reused
+    assert "reusing the NeVA edit of tradition cached at" in capsys.readouterr().err

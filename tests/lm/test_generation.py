@@ -37,9 +37,9 @@ def _vec(seed: int, scale: float = 1.0) -> torch.Tensor:
 
 
 def _prompt_ids(tokenizer, example) -> list[int]:
-    """Prompt token ids: the template (which starts with BOS = <|im_start|>), or BOS + raw text."""
+    """Prompt token ids: the template (which starts with BOS = <|im_start|>), or BOS + raw text (mechvalue
+    prepends SmolLM2's BOS whether or not the installed tokenizer adds it)."""
     ids = tokenizer(prompt_text(tokenizer, example), add_special_tokens=False)["input_ids"]
-    assert tokenizer("a")["input_ids"][0] == tokenizer.bos_token_id  # SmolLM2's tokenizer adds BOS
     return ids if ids[0] == tokenizer.bos_token_id else [tokenizer.bos_token_id, *ids]
 
 

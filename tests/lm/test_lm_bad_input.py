@@ -29,6 +29,14 @@ def _one_thread(one_thread):
     """Tiny tensors: one intra-op thread (see conftest.one_thread)."""
 
 
+@pytest.fixture
+def forward_passes(tiny_model):
+    """Counts forward passes of the tiny model (a hook on ``hook_embed``) while the test runs."""
+    calls = []
+    with tiny_model.hooks(fwd_hooks=[("hook_embed", lambda act, hook: calls.append(1))]):
+        yield calls
+
+
 def case(call, error, match, id):
     return pytest.param(call, error, match, id=id)
 
@@ -70,16 +78,17 @@ ARGUMENT_CASES = [
 
 
 @pytest.mark.parametrize(("call", "error", "match"), ARGUMENT_CASES)
-def test_bad_arguments_raise_before_any_forward_pass(tiny_model, call, error, match):
+def test_bad_arguments_raise_before_any_forward_pass(tiny_model, forward_passes, call, error, match):
     with pytest.raises(error, match=match):
         call(tiny_model)
+    assert forward_passes == []
 
 
 def _prompt_len(tokenizer, example) -> int:
     return len(encode(tokenizer, example)[0])
 
 
-def test_prompt_longer_than_the_context_is_refused_naming_it(tiny_model):
+def test_prompt_longer_than_the_context_is_refused_naming_it(tiny_model, forward_passes):
     cases = [
         (lambda: generate(tiny_model, ["hi", "hello", LONG, "hey"], max_new_tokens=4),
          r"example 2 is \d+ tokens \+ 3 generated tokens fed back \(max_new_tokens - 1\) = \d+, more than the "
@@ -92,6 +101,7 @@ def test_prompt_longer_than_the_context_is_refused_naming_it(tiny_model):
     for call, match in cases:
         with pytest.raises(DataError, match=match):
             call()
+    assert forward_passes == []  # refused before the short prompts' batches ran
 
 
 def test_prompt_plus_new_tokens_must_fit(tiny_model, tokenizer):
@@ -112,8 +122,8 @@ def test_max_length_truncation_keeps_long_examples_collectable(tiny_model):
     assert stats.n_examples == 1
 
 
-def test_valid_sampling_edges_still_work(tiny_model):
+def test_valid_sampling_edges_still_work(tiny_model, forward_passes):
     out = generate(tiny_model, ["hi"], max_new_tokens=2, temperature=0.7, top_p=1.0, seed=1)
-    assert len(out.tokens[0]) >= 1
+    assert len(out.tokens[0]) >= 1 and forward_passes  # (the pass counter does count)
     with pytest.raises(MechvalueError, match="every prompt needs the same number"):
         score(tiny_model, ["a", "b"], [["x"], ["y", "z"]])

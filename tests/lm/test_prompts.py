@@ -80,7 +80,7 @@ def test_raw_text_has_no_template(tokenizer):
     assert _strip_special(tokenizer, decoded) == text
     # at most the tokenizer's BOS is special; the rest is the plain text's tokens
     special = set(tokenizer.all_special_ids)
-    assert sum(t in special for t in p) == int(prompts._adds_bos(tokenizer))
+    assert sum(t in special for t in p) == int(prompts.prepends_bos(tokenizer))
 
 
 def test_raw_response_is_a_continuation(tokenizer):
@@ -120,14 +120,21 @@ class _DistinctBosTokenizer:
         return ("<|endoftext|>" + text) if self._template_bos else text
 
 
+def test_raw_text_gets_one_bos_whatever_the_tokenizer_adds(tokenizer):
+    """transformers 5.x's SmolLM2 tokenizer adds no BOS (the GGUF flag), earlier ones did: ours always one."""
+    p, _ = encode(tokenizer, raw("plain text"))
+    assert p[0] == tokenizer.bos_token_id and p.count(tokenizer.bos_token_id) == 1
+    assert p[1:] == tokenizer("plain text", add_special_tokens=False)["input_ids"]
+
+
 def test_no_double_bos_with_real_tokenizer(tokenizer):
-    assert prompts._adds_bos(tokenizer)  # SmolLM2's GGUF tokenizer prepends <|im_start|> as BOS
+    assert prompts.prepends_bos(tokenizer)  # SmolLM2's BOS is <|im_start|>, which the chat template writes
     bos = tokenizer.bos_token_id
     for ex in (chat("Hello"), chat("Hello", system=SYSTEM)):
         text = prompt_text(tokenizer, ex)
         p, _ = encode(tokenizer, ex)
-        naive = tokenizer(text)["input_ids"]
-        assert naive[:2] == [bos, bos]  # what a plain tokenizer call would produce
+        naive = [bos, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+        assert naive[:2] == [bos, bos]  # what prepending BOS blindly would produce
         assert p[0] == bos and p[1] != bos
         assert p == naive[1:]
         assert p.count(bos) == text.count(tokenizer.bos_token)
@@ -136,7 +143,7 @@ def test_no_double_bos_with_real_tokenizer(tokenizer):
 @pytest.mark.parametrize("template_bos", [False, True])
 def test_distinct_bos_added_exactly_once(tokenizer, template_bos):
     tok = _DistinctBosTokenizer(tokenizer, template_bos=template_bos)
-    assert prompts._adds_bos(tok)
+    assert prompts.prepends_bos(tok)
     for ex in (chat("Hello"), chat("Hello", system=SYSTEM, response="Hi there."), raw("plain text")):
         p, r = encode(tok, ex)
         assert p[0] == tok.bos_token_id
@@ -147,7 +154,7 @@ def test_distinct_bos_added_exactly_once(tokenizer, template_bos):
 
 
 def test_no_bos_added_when_tokenizer_does_not_add_one(tokenizer, monkeypatch):
-    monkeypatch.setattr(prompts, "_adds_bos", lambda tok: False)
+    monkeypatch.setattr(prompts, "prepends_bos", lambda tok: False)
     text = "Just some words"
     p, _ = encode(tokenizer, raw(text))
     assert p == tokenizer(text, add_special_tokens=False)["input_ids"]

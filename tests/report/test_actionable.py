@@ -44,7 +44,7 @@ def test_sections_render_without_problems_for_any_value_count(built):
         assert f'id="{sid}"' in page, sid
     assert page.index('id="summary"') < page.index('id="run"')  # the summary comes first
     assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
-    bad = [c for c in _cells(page) if re.search(r"\bnan\b|\binf\b|None", c, re.I)]
+    bad = [c for c in _cells(page) if re.search(r"\bnan\b|\binf\b", c, re.I) or re.search(r"\bNone\b", c)]
     assert bad == [], bad[:5]
     assert "<script" not in page.lower()
     assert 'alt="comparison_radar"' in page
@@ -99,7 +99,7 @@ def test_comparison_table_shows_undefined_leakage_as_dash(built):
 def test_samples_and_glossary(built):
     page = built[2]
     part = page[page.index('id="samples"'):page.index('id="examples"')]
-    assert "(1.96 + 0.8416)" in part and "MDE judged_gain" not in part
+    assert "(1.96 + 0.8416)" in part
     cells = _cells(part)
     assert "prompts per target" in cells and "MMLU questions per arm" in cells and "random controls" in cells
     assert any(c.startswith("MDE") for c in re.findall(r"<th>(.*?)</th>", part))
@@ -123,7 +123,7 @@ def test_methods_doc_is_linked_and_exists(built):
     link = re.search(r'<a href="([^"]+)">docs/methods.md</a>', page)
     assert link, "docs/methods.md is not linked"
     assert (run / link.group(1)).resolve().is_file()
-    assert "methods.md §8" in page
+    assert "docs/methods.md</a> §8" in page  # the paper anchors cite its §8
 
 
 def test_audit_cards_skip_bookkeeping_files(built):
@@ -155,14 +155,14 @@ def test_verdict_flags_not_significant_and_underpowered():
     assert "underpowered (MDE 0.35 > |effect| 0.10)" in weak and "not significant" not in weak.split(";")[1]
     assert weak.startswith("CAA: raises the target, but underpowered") and "n = 6 generations" in weak
     strong = summary.method_verdict("neva", E(0.5, 0.45, 0.55, 60), control=E(0.0, -0.05, 0.05),
-                                    prompt=E(0.6, 0.55, 0.65), nlr=E(0.2, 0.1, 0.3), ppl=E(3.0, 2.9, 3.1),
+                                    prompt=E(0.8, 0.75, 0.85), nlr=E(0.2, 0.1, 0.3), ppl=E(3.0, 2.9, 3.1),
                                     base_ppl=E(2.0, 1.9, 2.1), mmlu=E(0.40, 0.35, 0.45, 80),
                                     base_mmlu=E(0.45, 0.40, 0.50))
     assert strong.startswith("NeVA (reconstructed): raises the target;")
     assert "not significant" not in strong.split("; against")[0] and "underpowered" not in strong
     assert "against NeVA edit on matched random neurons" not in strong  # the default control name
     assert "against matched random neurons: +0.50" in strong and "(higher; significant)" in strong
-    assert "against the value system prompt: -0.10" in strong and "leakage NLR 0.20 [0.10, 0.30]" in strong
+    assert "against the value system prompt: -0.30" in strong and "leakage NLR 0.20 [0.10, 0.30]" in strong
     assert "perplexity 3.00 vs base 2.00 (+1.00; significant)" in strong and "MMLU 0.400 vs base 0.450" in strong
     undefined = summary.method_verdict("conva", E(0.0, 0.0, 0.0, 6), nlr=E(math.nan))
     assert "no effect" in undefined and "leakage NLR – (undefined" in undefined
@@ -192,10 +192,10 @@ def test_valuelocate_and_dual_verdicts():
     out = summary.valuelocate_verdicts(pd.DataFrame(rows))
     assert "conservation (40 neurons, ×3, τ = 0.05)" in out[0] and "beats random" in out[0]
     assert out[-1].startswith("Causal verdict: the located neurons beat matched random neurons on 1 of 1")
+    arms = (("intrinsic", "intrinsic", 1.0), ("prompted", "prompted", 0.05), ("random_direction_pooled", "random", 0.0))
     dual = pd.DataFrame([{"target": "power", "value": "power", "metric": "delta_questionnaire", "estimate": e,
                           "ci_low": e - 0.1, "ci_high": e + 0.1, "n": 4, "arm": arm, "vector_type": vt,
-                          "alpha": 4.0} for arm, vt, e in (("intrinsic", "intrinsic", 1.0), ("prompted", "prompted", 0.05),
-                                                           ("random_direction_pooled", "random", 0.0))])
+                          "alpha": 4.0} for arm, vt, e in arms])
     (line,) = summary.dual_verdicts(dual)
     assert "power (α = 4)" in line and "1 of 2 vector types beat it" in line
 
