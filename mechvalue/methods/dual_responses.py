@@ -45,7 +45,7 @@ class DualConfig:
     ``top_frac`` is 5% rather than methods.md's 1%: 1% of SmolLM2's 1,536 neurons leaves 1-5 per class.
     """
 
-    n_queries: int = 12
+    n_queries: int = 48
     max_new_tokens: int = 32
     temperature: float = 0.7
     batch_size: int = 32
@@ -67,9 +67,9 @@ class DualConfig:
     max_mmlu_drop: float = 0.05
     n_mmlu: int = 20
     betas: tuple[float, ...] = (4.0,)
-    n_random: int = 2
-    n_items: int = 4
-    n_dilemmas: int = 4
+    n_random: int = 10
+    n_items: int = 8
+    n_dilemmas: int = 6
     n_diversity: int = 6
     diversity_tokens: int = 32
     n_permutations: int = 1000

@@ -220,7 +220,8 @@ def _dimension_items(df: pd.DataFrame, dimension: str, column: str) -> np.ndarra
 
 def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.0,), mode: str = "static",
                 n_random: int = 3, suppress_opposite: bool = False, dilemmas=None, items=None,
-                baselines: dict[str, NeuronSet] | None = None, batch_size: int = 16) -> pd.DataFrame:
+                baselines: dict[str, NeuronSet] | None = None, batch_size: int = 16,
+                random_mode: str = "each") -> pd.DataFrame:
     """Shift of the judge-free scores of ``dimension`` and of its opposite under manipulation.
 
     For each factor: the located set, and ``n_random`` matched random sets (same per-layer
@@ -228,7 +229,12 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     bootstrap CIs); ``baselines`` (name -> set, e.g. :func:`baseline_sets`) get the same test.
     Scores: questionnaire rating (1-6) of the dimension's portrait items and dilemma
     preference (log-prob difference) of its values' dilemmas. Returns tidy rows.
+
+    ``random_mode="assigned"`` scores item ``i`` under random set ``i mod n_random`` instead of every item under
+    every set (one arm ``random_pooled``: ``n_random`` draws at the cost of one), so many draws stay affordable.
     """
+    if random_mode not in ("each", "assigned"):
+        raise MechvalueError(f"random_mode must be 'each' or 'assigned', not {random_mode!r}")
     from mechvalue.analysis.metrics import paired_difference
     from mechvalue.evaluate.scores import dilemma_preference, questionnaire
 
@@ -245,9 +251,18 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     items = [i for i in (items if items is not None else load_portraits()) if i.value in relevant]
     dilemmas = [d for d in (dilemmas if dilemmas is not None else load_dilemmas()) if d.value in relevant]
 
-    def scores(specs):
-        q = questionnaire(model, items, specs, batch_size=batch_size)
-        d = dilemma_preference(model, dilemmas, specs, batch_size=batch_size)
+    def assigned(fn, rows, spec_list):
+        """``fn`` over ``rows`` with row ``i`` under ``spec_list[i mod k]``, in the original order."""
+        parts = [fn(model, rows[j::len(spec_list)], sp, batch_size=batch_size).assign(_i=range(j, len(rows),
+                 len(spec_list))) for j, sp in enumerate(spec_list) if rows[j::len(spec_list)]]
+        return pd.concat(parts).sort_values("_i").drop(columns="_i").reset_index(drop=True)
+
+    def scores(specs, spec_list=None):
+        if spec_list is None:
+            q = questionnaire(model, items, specs, batch_size=batch_size)
+            d = dilemma_preference(model, dilemmas, specs, batch_size=batch_size)
+        else:
+            q, d = assigned(questionnaire, items, spec_list), assigned(dilemma_preference, dilemmas, spec_list)
         return {(which, metric): _dimension_items(df, which, col)
                 for which in (dim, opp) for metric, df, col in (("questionnaire", q, "score"),
                                                                 ("dilemma_pref", d, "pref"))}
@@ -256,17 +271,25 @@ def causal_test(model, result: ValueLocateResult, dimension: str, *, factors=(2.
     rows = []
     for factor in factors:
         arms = {"valuelocate": target}
-        arms.update({f"random#{s}": matched_random(target, result.d_mlp, seed=s, exclude=target)
-                     for s in range(n_random)})
+        randoms = {f"random#{s}": matched_random(target, result.d_mlp, seed=s, exclude=target) for s in range(n_random)}
+        if random_mode == "each":
+            arms.update(randoms)
+        elif randoms:
+            arms["random_pooled"] = list(randoms.values())
         arms.update(baselines or {})
         for arm, neurons in arms.items():
             suppress = result.sets[opp] if suppress_opposite and arm == "valuelocate" else None
-            steered = scores(manipulation_specs(neurons, mode=mode, gamma=factor, lam=factor, suppress=suppress))
+            if isinstance(neurons, list):  # the assigned random draws
+                steered = scores(None, [manipulation_specs(n, mode=mode, gamma=factor, lam=factor)
+                                        for n in neurons])
+                neurons = neurons[0]
+            else:
+                steered = scores(manipulation_specs(neurons, mode=mode, gamma=factor, lam=factor, suppress=suppress))
             for (which, metric), vals in steered.items():
                 est, lo, hi = paired_difference(vals, base[(which, metric)])
-                method = "random_neurons" if arm.startswith("random#") else arm
+                method = "random_neurons" if arm.startswith("random") else arm
                 rows.append({"method": method, "arm": arm,
                              "target": dim, "value": which, "metric": f"delta_{metric}", "factor": factor,
                              "estimate": est, "ci_low": lo, "ci_high": hi, "n": len(vals),
-                             "n_neurons": len(neurons)})
+                             "n_neurons": len(neurons), "n_controls": n_random if arm.startswith("random") else 0})
     return pd.DataFrame(rows)

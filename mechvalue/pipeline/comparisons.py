@@ -9,7 +9,8 @@ Inputs are the study's raw records (:func:`mechvalue.pipeline.study.score_arm`) 
 - ``questionnaire``: expected 1-6 rating of the target's portrait items (questionnaire points);
 - ``judged``: the judge's target score of a generation, 0-1 (no random controls: they are scored judge-free).
 
-Comparisons: ``base`` (arm - base), ``random`` (arm - mean of the arm's random controls), ``prompt``
+Comparisons: ``base`` (arm - base), ``random`` (arm - the arm's matched random control on the same item; each
+item meets one of ``n_controls`` draws, see :func:`mechvalue.pipeline.study.score_control`), ``prompt``
 (arm - the value system prompt arm). ``p_adj`` is Benjamini-Hochberg over the targets x arms of one
 comparison and metric (pooled rows: over the arms); ``significant`` is ``p_adj < 0.05``.
 """
@@ -47,12 +48,13 @@ def item_scores(record: dict, metric: str, target: str) -> np.ndarray | None:
     raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
 
 
-def _control_mean(controls: Sequence[dict], arm: str, target: str, metric: str) -> tuple[np.ndarray | None, int]:
-    rows = [item_scores(c, metric, target) for c in controls if c["arm"] == arm and c["target"] == target]
-    rows = [r for r in rows if r is not None]
-    if not rows or len({len(r) for r in rows}) != 1:
-        return None, 0
-    return np.mean(rows, axis=0), len(rows)
+def _control_scores(controls: Sequence[dict], arm: str, target: str, metric: str) -> tuple[np.ndarray | None, int]:
+    """Per-item scores under the arm's random controls (each item under its assigned draw) and the number of
+    distinct draws."""
+    for c in controls:
+        if c["arm"] == arm and c["target"] == target:
+            return item_scores(c, metric, target), int(c.get("n_controls", 1))
+    return None, 0
 
 
 def comparisons(records: Sequence[dict], controls: Sequence[dict], targets: Sequence[str], *,
@@ -74,7 +76,7 @@ def comparisons(records: Sequence[dict], controls: Sequence[dict], targets: Sequ
                     if comp == "base":
                         ref, k = item_scores(by[("base", t)], metric, t), 0
                     elif comp == "random":
-                        ref, k = _control_mean(controls, arm, t, metric) if metric != "judged" else (None, 0)
+                        ref, k = _control_scores(controls, arm, t, metric) if metric != "judged" else (None, 0)
                     else:
                         ref, k = (item_scores(by[(PROMPT_ARM, t)], metric, t), 0) if (PROMPT_ARM, t) in by else (
                             None, 0)
@@ -95,17 +97,3 @@ def comparisons(records: Sequence[dict], controls: Sequence[dict], targets: Sequ
         df.loc[g.index, "p_adj"] = benjamini_hochberg(g["p"].to_numpy(float)) if len(g) else []
     df["significant"] = df["p_adj"] < 0.05
     return df[list(TEST_COLUMNS)]
-
-
-def portrait_profile(records: Sequence[dict], targets: Sequence[str]) -> pd.DataFrame:
-    """Judge-free leakage: ``[method x target, value]`` mean change of each value's portrait ratings vs base."""
-    by = {(r["arm"], r["target"]): r for r in records}
-    rows = []
-    for (arm, t), r in by.items():
-        if arm == "base" or ("base", t) not in by or "portrait_score" not in r or t not in targets:
-            continue
-        d = np.asarray(r["portrait_score"], float) - np.asarray(by[("base", t)]["portrait_score"], float)
-        owner = np.asarray(r["portrait_value"])
-        rows.append({"method": arm, "target": t, **{v: float(d[owner == v].mean()) if (owner == v).any() else np.nan
-                                                    for v in VALUES}})
-    return pd.DataFrame(rows, columns=["method", "target", *VALUES])

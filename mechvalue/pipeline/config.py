@@ -29,7 +29,7 @@ STEPS: tuple[str, ...] = ("judge", "valuelocate", "conva", "neva", "dual", "stee
 QUICK_VALUES: tuple[str, ...] = ("power", "benevolence")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 #: the quick preset: fields it sets unless the file or a flag set them
-QUICK_PRESET: dict[str, Any] = {"vl_max_questions": 8, "vl_n_random": 1, "vl_dilemmas_per_value": 1,
+QUICK_PRESET: dict[str, Any] = {"vl_max_questions": 8, "vl_n_random": 2, "vl_dilemmas_per_value": 1,
                                 "vl_items_per_value": 2, "n_audits": 2}
 
 
@@ -60,9 +60,9 @@ class RunConfig:
     vl_tau: float = 0.03
     vl_causal_tau: float | str = "fdr"
     vl_factor: float = 3.0
-    vl_n_random: int = 3
-    vl_dilemmas_per_value: int = 2
-    vl_items_per_value: int = 4
+    vl_n_random: int = 10
+    vl_dilemmas_per_value: int = 4
+    vl_items_per_value: int = 8
     neva_budget: float = 0.001
     neva_C: float = 0.1
     n_audits: int = 4

@@ -71,6 +71,7 @@ def step_valuelocate(config: RunConfig, folder: RunFolder) -> dict:
             continue
         causal.append(causal_test(folder.model, res, a, factors=(config.vl_factor,), n_random=config.vl_n_random,
                                   dilemmas=dilemmas, items=items, batch_size=config.batch_size,
+                                  random_mode="assigned",
                                   baselines={k: s for k, s in baseline_sets(res, a).items()
                                              if k != "random" and not config.quick}))
     causal_df = pd.concat(causal, ignore_index=True) if causal else pd.DataFrame()
@@ -236,8 +237,7 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
     rec_path, ctl_path = out / "records.jsonl", out / "controls.jsonl"
     records, controls = read_jsonl_rows(rec_path), read_jsonl_rows(ctl_path)  # resumable per (arm, target[, k])
     have = {(r["arm"], r["target"]) for r in records}
-    have_ctl = {(r["arm"], r["target"], r["control"]) for r in controls}
-    portraits = _sample(load_portraits(), scfg.n_portraits, config.seed)
+    have_ctl = {(r["arm"], r["target"]) for r in controls}
     gate_rows, sizes = [], {}
     for k, v in enumerate(config.values):
         vectors = ValueVectors.load(folder.out / "conva" / f"vectors_{v}.safetensors", model=folder.model)
@@ -249,9 +249,9 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
         dilemmas = _sample(pool, scfg.n_dilemmas, config.seed + k)
         queries = [d.question for d in _sample(pool, scfg.n_queries, config.seed + 100 + k)]
         mm = mmlu[k * per_target:(k + 1) * per_target] if per_target else None
-        own = [p for p in portraits if p.value == v]
+        portraits = load_portraits(v)
         sizes[v] = {"queries": len(queries), "dilemmas": len(dilemmas), "portraits": len(portraits),
-                    "target_portraits": len(own), "mmlu": len(mm or [])}
+                    "mmlu": len(mm or [])}
         gate = prompt_gate(folder.judge, v, scfg.gate_threshold)
         gate_rows.append({"target": v, "gate_rate_prompts": float(np.mean(gate(queries))),
                           "gate_rate_dilemmas": float(np.mean(gate([d.question for d in dilemmas]))),
@@ -264,20 +264,17 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
                                 dilemmas=dilemmas, mmlu=mm, judge=folder.judge, cfg=scfg, portraits=portraits)
                 append_jsonl(rec_path, [rec])
                 records.append(rec)
-            if arm not in scfg.control_arms or scfg.n_controls == 0:
+            if arm not in scfg.control_arms or scfg.n_controls == 0 or (arm, v) in have_ctl:
                 continue
             ctl = _controls(arm, interventions, value=v, n=scfg.n_controls, folder=folder, seed=config.seed)
-            todo = [(j, c) for j, c in enumerate(ctl) if (arm, v, j) not in have_ctl]
-            if todo:
-                print(f"  steering {v}: {len(todo)} random controls of {arm}", flush=True)
-            for j, c in todo:
-                row = score_control(folder.model, arm, j, c, target=v, dilemmas=dilemmas, portraits=own, cfg=scfg)
-                append_jsonl(ctl_path, [row])
-                controls.append(row)
+            print(f"  steering {v}: {len(ctl)} matched random controls of {arm}", flush=True)
+            row = score_control(folder.model, arm, ctl, target=v, dilemmas=dilemmas, portraits=portraits, cfg=scfg)
+            append_jsonl(ctl_path, [row])
+            controls.append(row)
     tables = analyse(records, config.values, controls)
     results = tables.pop("results")
     _tables(out, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results,
-                  "tests": tables.pop("tests"), "portrait_profile": tables.pop("portrait_profile"),
+                  "tests": tables.pop("tests"),
                   "gate_rates": pd.DataFrame(gate_rows)})
     _tables(out, tables, index=True)
     return {"prompts": "target dilemma questions", "mmlu_source": mmlu_path, "mmlu_per_target": per_target,

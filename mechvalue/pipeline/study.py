@@ -11,8 +11,7 @@ scored:
   of the generation under the unmodified model, diversity its Distinct-2;
 - judge-free (the primary instruments: one forward pass per item, every item): dilemma preference on
   every one of the target's dilemmas (log P(value answer) - log P(conflicting answer), nats) and the
-  expected 1-6 rating of every portrait item of every value (the target's items give the questionnaire
-  gain, the others a judge-free leakage row);
+  expected 1-6 rating of every one of the target's portrait items (questionnaire points);
 - matched random controls (``n_controls`` per arm of ``control_arms``: same-norm random directions for
   the vector methods, matched random neurons for NeVA), scored judge-free on the same items;
 - capability: MMLU accuracy on a slice of questions per target (pooled over targets), the
@@ -50,7 +49,7 @@ from mechvalue.evaluate.scores import dilemma_preference, mmlu_accuracy, perplex
 from mechvalue.lm.generation import generate
 from mechvalue.lm.prompts import chat
 from mechvalue.methods.registry import METHOD_NAMES, SteeringInputs, build_all
-from mechvalue.pipeline.comparisons import comparisons, item_scores, portrait_profile
+from mechvalue.pipeline.comparisons import comparisons, item_scores
 
 ARMS = METHOD_NAMES  # one arm per registered steering method
 
@@ -59,18 +58,17 @@ ARMS = METHOD_NAMES  # one arm per registered steering method
 class StudyConfig:
     """Sizes of the study (defaults fit the 45-minute CPU budget of ``mechvalue run`` on SmolLM2).
 
-    ``n_queries``: generations per target and arm; ``n_dilemmas`` / ``n_portraits``: judge-free items per
-    target (0 = all of them; portraits of every value, the target's give its questionnaire score);
-    ``n_mmlu``: MMLU questions per arm (spread over the targets); ``n_controls`` random controls per arm of
-    ``control_arms``, scored judge-free.
+    ``n_queries``: generations per target and arm; ``n_dilemmas``: the target's dilemmas scored per arm (0 = all
+    of them; its portrait items are always all scored); ``n_mmlu``: MMLU questions per arm of ``mmlu_arms``
+    (spread over the targets); ``n_controls``: distinct matched random controls per arm of ``control_arms``,
+    scored judge-free (see :func:`score_control`).
     """
 
     n_queries: int = 24
     max_new_tokens: int = 32
     n_dilemmas: int = 0
-    n_portraits: int = 0
     n_mmlu: int = 200
-    mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva", "caa", "neva")
+    mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva")
     n_controls: int = 10
     control_arms: tuple[str, ...] = ("caa", "conva_nogate", "neva")
     caa_coefficient: float = 1.0
@@ -81,13 +79,13 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=8, n_portraits=0, n_mmlu=16, n_controls=2)
+        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=8, n_mmlu=16, n_controls=2)
 
     def __post_init__(self):
         for name in ("n_queries", "max_new_tokens", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise MechvalueError(f"study.{name} must be an integer >= 1, got {getattr(self, name)!r}")
-        for name in ("n_dilemmas", "n_portraits", "n_mmlu", "n_controls"):
+        for name in ("n_dilemmas", "n_mmlu", "n_controls"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise MechvalueError(f"study.{name} must be an integer >= 0 (0: all / none), got "
                                      f"{getattr(self, name)!r}")
@@ -138,13 +136,27 @@ def score_arm(model, arm: str, interventions, system: str | None, *, target: str
     return out
 
 
-def score_control(model, arm: str, k: int, interventions, *, target: str, dilemmas, portraits,
-                  cfg: StudyConfig) -> dict:
-    """Judge-free measurements of random control ``k`` of ``arm`` (the target's dilemmas and portrait items)."""
-    dil = dilemma_preference(model, dilemmas, interventions, batch_size=cfg.batch_size)
-    q = questionnaire(model, portraits, interventions, batch_size=cfg.batch_size)
-    return {"arm": arm, "target": target, "control": k, "dilemma_pref": dil.pref.tolist(),
-            "portrait_score": q.score.tolist()}
+def score_control(model, arm: str, controls: Sequence, *, target: str, dilemmas, portraits, cfg: StudyConfig) -> dict:
+    """Judge-free measurements of ``arm``'s matched random controls on the target's dilemmas and portrait items.
+
+    Item ``i`` is scored under control ``i mod len(controls)``: every item meets one random draw and the draws
+    cover the items evenly, so the paired difference "arm - random" estimates the gain over a random control
+    with the spread between draws included, at the cost of one pass over the items (not one per control).
+    """
+    k = len(controls)
+    if k == 0:
+        raise MechvalueError(f"{arm}: no random controls to score")
+    pref, score_ = np.full(len(dilemmas), np.nan), np.full(len(portraits), np.nan)
+    for j, c in enumerate(controls):
+        di = list(range(j, len(dilemmas), k))
+        pi = list(range(j, len(portraits), k))
+        if di:
+            pref[di] = dilemma_preference(model, [dilemmas[i] for i in di], c, batch_size=cfg.batch_size).pref
+        if pi:
+            score_[pi] = questionnaire(model, [portraits[i] for i in pi], c, batch_size=cfg.batch_size).score
+    return {"arm": arm, "target": target, "n_controls": k, "dilemma_pref": pref.tolist(),
+            "portrait_score": score_.tolist(), "dilemma_control": [i % k for i in range(len(dilemmas))],
+            "portrait_control": [i % k for i in range(len(portraits))]}
 
 
 # ------------------------------------------------------------------ analysis (pure)
@@ -254,7 +266,6 @@ def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[
     tested = tests.assign(metric=tests["metric"] + "_vs_" + tests["comparison"])
     tables["summary"] = pd.DataFrame(summary)
     tables["tests"] = tests
-    tables["portrait_profile"] = portrait_profile(records, targets)
     tables["results"] = pd.concat([pd.DataFrame(rows), tested.drop(columns=["comparison", "se", "significant"])],
                                   ignore_index=True)
     tables["radar"] = pd.DataFrame(radar)
