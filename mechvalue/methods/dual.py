@@ -36,6 +36,7 @@ from mechvalue.core.artifacts import load_tensors, save_tensors, write_json_atom
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.hooks import check_layers
 from mechvalue.core.values import VALUES, canonical_list, load_angles
+from mechvalue.evaluate.validity import judge_validity
 from mechvalue.lm.models import model_info
 from mechvalue.methods.dual_causal import calibrate_alpha, causal_tests, steering_step, steering_vectors
 from mechvalue.methods.dual_responses import (
@@ -145,7 +146,8 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
         vectors.save(vpath)
     tick("vectors")
     res: dict = {"responses": pd.DataFrame(responses), "labels": labels,
-                 "groups": pd.DataFrame(vectors.meta["groups"]), "cosines": vectors.cosines()}
+                 "groups": pd.DataFrame(vectors.meta["groups"]), "cosines": vectors.cosines(),
+                 "judge_validity": judge_validity(labels, values)}
     res["neuron_classes"], res["class_counts"] = neuron_classes(
         model, vectors, layer=layer, top_frac=config.top_frac, max_angle=config.max_angle, signed=config.signed,
         normalize=config.normalize_axes)
@@ -162,8 +164,8 @@ def run_dual(model, out_dir: str | Path, values: Sequence[str] | None = None, co
     tick("steering")
     res["structure"].update(alpha=float(res["steering"].alpha.dropna().iloc[0]) if len(res["steering"]) else None,
                             judge=judge_name(judge), threshold=threshold, seconds=seconds, **model_meta)
-    for name in ("groups", "cosines", "neuron_classes", "class_counts", "steering", "calibration", "circumplex",
-                 "cosine_matrix"):
+    for name in ("groups", "judge_validity", "cosines", "neuron_classes", "class_counts", "steering", "calibration",
+                 "circumplex", "cosine_matrix"):
         res[name].to_csv(out / f"{name}.csv", index=False)
     for kind in ("intrinsic", "prompted"):
         if kind in mats:

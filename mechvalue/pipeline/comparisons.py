@@ -58,8 +58,9 @@ def _control_scores(controls: Sequence[dict], arm: str, target: str, metric: str
 
 
 def comparisons(records: Sequence[dict], controls: Sequence[dict], targets: Sequence[str], *,
-                seed: int = 0) -> pd.DataFrame:
-    """Tidy test rows (:data:`TEST_COLUMNS`) for every arm but base, per target and pooled (``target="all"``)."""
+                judged_targets: Sequence[str] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Tidy test rows (:data:`TEST_COLUMNS`) for every arm but base, per target and pooled (``target="all"``);
+    the ``judged`` metric only for ``judged_targets`` (default: all)."""
     by = {(r["arm"], r["target"]): r for r in records}
     arms = list(dict.fromkeys(r["arm"] for r in records if r["arm"] != "base"))
     rows = []
@@ -71,6 +72,8 @@ def comparisons(records: Sequence[dict], controls: Sequence[dict], targets: Sequ
                 pooled, n_ctrl = [], 0
                 for t in targets:
                     if (arm, t) not in by or ("base", t) not in by:
+                        continue
+                    if metric == "judged" and judged_targets is not None and t not in judged_targets:
                         continue
                     x = item_scores(by[(arm, t)], metric, t)
                     if comp == "base":

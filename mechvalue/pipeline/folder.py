@@ -28,7 +28,8 @@ from mechvalue.pipeline.config import STEPS, RunConfig
 #: the steps whose results each step reads (a change upstream recomputes everything downstream)
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "judge": (), "valuelocate": (), "conva": (), "neva": (), "dual": ("judge",),
-    "steering": ("judge", "conva", "neva"), "audits": ("valuelocate", "neva"),
+    "steering": ("judge", "conva", "neva", "dual"),  # dual: the judge's validity on generations
+    "audits": ("valuelocate", "neva"),
     "report": ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits"),
 }
 _NUMERIC_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn")

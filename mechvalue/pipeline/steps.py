@@ -271,7 +271,9 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
             row = score_control(folder.model, arm, ctl, target=v, dilemmas=dilemmas, portraits=portraits, cfg=scfg)
             append_jsonl(ctl_path, [row])
             controls.append(row)
-    tables = analyse(records, config.values, controls)
+    validity = folder.out / "dual" / "judge_validity.csv"  # values whose judge is near-constant on generations
+    flagged = (pd.read_csv(validity).query("flagged")["value"].tolist() if validity.exists() else [])
+    tables = analyse(records, config.values, controls, judged_targets=[v for v in config.values if v not in flagged])
     results = tables.pop("results")
     _tables(out, {"summary": tables.pop("summary"), "radar": tables.pop("radar"), "results": results,
                   "tests": tables.pop("tests"),
@@ -280,7 +282,8 @@ def step_steering(config: RunConfig, folder: RunFolder) -> dict:
     return {"prompts": "target dilemma questions", "mmlu_source": mmlu_path, "mmlu_per_target": per_target,
             "split": "held-out: dilemmas and portrait items are never used to fit vectors or select neurons "
                      "(those use the context-controlled pairs)", "sizes": sizes,
-            "n_controls": {a: scfg.n_controls for a in scfg.control_arms}, "study": dataclasses.asdict(scfg)}
+            "n_controls": {a: scfg.n_controls for a in scfg.control_arms}, "judge_excluded": flagged,
+            "judge_validity": str(validity) if validity.exists() else None, "study": dataclasses.asdict(scfg)}
 
 
 # ------------------------------------------------------------------ audits, report, summary

@@ -198,10 +198,16 @@ def _mde_of(x: np.ndarray) -> float:
     return mde(float(x.std(ddof=1) / np.sqrt(len(x)))) if len(x) > 1 else float("nan")
 
 
-def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[dict] = ()) -> dict[str, pd.DataFrame]:
+def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[dict] = (),
+            judged_targets: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """Tidy results, the per-method summary, paired tests (``tests``: :func:`~mechvalue.pipeline.comparisons.
-    comparisons`), leakage matrices and NGLR tables from the raw records and the random controls' records."""
+    comparisons`), leakage matrices and NGLR tables from the raw records and the random controls' records.
+
+    ``judged_targets`` (default: all): the targets whose judged metrics (control success, judged gain) count;
+    the others' judge is near-constant on generations (:func:`mechvalue.evaluate.validity.judge_validity`).
+    """
     targets = list(targets)
+    judged = [k for k, t in enumerate(targets) if judged_targets is None or t in judged_targets]
     arms = [a for a in ARMS if all(any(r["arm"] == a and r["target"] == t for r in records) for t in targets)]
     if "base" not in arms:
         raise MechvalueError("the study needs the base arm for every target")
@@ -211,8 +217,8 @@ def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[
     for arm in arms:
         arm_j = judged_array(records, arm, targets)
         ti = [VALUES.index(t) for t in targets]
-        csr = np.concatenate([(arm_j[k, :, ti[k]] > 0.5).astype(float) for k in range(len(targets))])
-        gain = np.concatenate([arm_j[k, :, ti[k]] - base_j[k, :, ti[k]] for k in range(len(targets))])
+        csr = np.concatenate([(arm_j[k, :, ti[k]] > 0.5).astype(float) for k in judged] or [np.zeros(0)])
+        gain = np.concatenate([arm_j[k, :, ti[k]] - base_j[k, :, ti[k]] for k in judged] or [np.zeros(0)])
         d_pref = np.concatenate([np.asarray(by[(arm, t)]["dilemma_pref"]) - np.asarray(by[("base", t)]["dilemma_pref"])
                                  for t in targets])
         win = np.concatenate([np.asarray(by[(arm, t)]["dilemma_win"]) for t in targets])
@@ -262,7 +268,7 @@ def analyse(records: Sequence[dict], targets: Sequence[str], controls: Sequence[
         summary.append(row)
     radar = [{"method": arm, "value": t, "score": float(judged_array(records, arm, [t])[0, :, VALUES.index(t)].mean())}
              for arm in arms for t in targets]
-    tests = comparisons(records, controls, targets)
+    tests = comparisons(records, controls, targets, judged_targets=[targets[k] for k in judged])
     tested = tests.assign(metric=tests["metric"] + "_vs_" + tests["comparison"])
     tables["summary"] = pd.DataFrame(summary)
     tables["tests"] = tests
