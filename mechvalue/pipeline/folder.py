@@ -228,6 +228,19 @@ class RunFolder:
                 write_json_atomic(self.out / "judge" / "metrics.json", self._judge.meta.get("metrics", {}))
         return self._judge
 
+    def touche(self):
+        """Touché23-ValueEval validation (``(DataFrame, folder)``) from ``$MECHVALUE_TOUCHE`` or the shared data
+        beside the repository, or ``(None, None)``."""
+        from mechvalue.data.public import load_touche
+
+        root = Path(__file__).resolve().parents[2]
+        candidates = [os.environ.get("MECHVALUE_TOUCHE")] + [str(p / "touche23_valueeval") for p in (
+            root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")]
+        for c in candidates:
+            if c and (Path(c) / "arguments-validation.tsv").exists():
+                return load_touche(c, "validation"), c
+        return None, None
+
     def mmlu(self):
         from mechvalue.data.public import load_mmlu
 

@@ -192,6 +192,19 @@ def step_neva(config: RunConfig, folder: RunFolder) -> dict:
 
 # ------------------------------------------------------------------ Dual mechanisms
 
+def _judge_on_touche(config: RunConfig, folder: RunFolder, n: int = 300) -> pd.DataFrame | None:
+    """The run's judge on a seeded sample of ``n`` Touché23-ValueEval validation arguments (per-value AUC), or
+    None where the public data is not found."""
+    from mechvalue.evaluate.judges import evaluate_judge_on_touche
+
+    touche, path = folder.touche()
+    if touche is None:
+        return None
+    sample = touche.sample(min(n, len(touche)), random_state=config.seed)
+    df = evaluate_judge_on_touche(folder.judge, sample, list(config.values))
+    return df.assign(source=f"{path} (validation, {len(sample)} sampled arguments)")
+
+
 def step_dual(config: RunConfig, folder: RunFolder) -> dict:
     from mechvalue.methods import dual
 
@@ -199,7 +212,14 @@ def step_dual(config: RunConfig, folder: RunFolder) -> dict:
     out = dual.run_dual(folder.model, folder.out / "dual", values=list(config.values), config=config.dual,
                         judge=folder.judge, mmlu=mmlu)
     structure = out.get("structure", {}) if isinstance(out, dict) else {}
-    return {k: v for k, v in structure.items() if isinstance(v, (int, float, str))}
+    touche = _judge_on_touche(config, folder)  # next to the judge's validity on generations
+    if touche is not None:
+        _tables(folder.out / "dual", {"judge_touche": touche})
+    info = {k: v for k, v in structure.items() if isinstance(v, (int, float, str))}
+    validity = out.get("judge_validity") if isinstance(out, dict) else None
+    if validity is not None:
+        info["judge_flagged"] = validity.loc[validity["flagged"], "value"].tolist()
+    return info
 
 
 # ------------------------------------------------------------------ steering study
