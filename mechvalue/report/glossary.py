@@ -41,6 +41,17 @@ GLOSSARY = (
     ("MDE (minimum detectable effect)", "the metric's unit", "an |effect| below it is underpowered",
      "(1.96 + 0.8416) × se with se = CI width / (2 × 1.96): the effect a two-sided test at α = 0.05 detects "
      "with 80% power."),
+    ("p_adj (Benjamini-Hochberg)", "probability, 0–1", "below 0.05 = significant after adjustment",
+     "The paired t-test's p-value adjusted for testing every target × arm of one comparison and metric; "
+     "the verdict words (higher, lower, not significant, underpowered) come from it."),
+    ("vs matched random controls", "the metric's unit", "above 0 = better than a random edit of the same size",
+     "The arm minus its random control on the same item: same-norm random directions for vector methods, random "
+     "neurons with the same per-layer counts for neuron edits; each item meets one of the n draws."),
+    ("vs the value system prompt", "the metric's unit", "above 0 = stronger than simply asking for the value",
+     "The arm minus the value-system-prompt arm on the same item."),
+    ("judge AUC on generations", "0–1", "0.5 = chance; higher = the judge separates the value",
+     "How well the judge tells a value's responses under a value system prompt from neutral responses to the "
+     "same queries; flagged when its scores barely vary (std < 0.05)."),
     ("–", "", "", "Undefined or not measured (e.g. NLR of an edit that did not raise its target, a CI from one "
      "observation, MMLU in a run without MMLU questions). Never shown as 0."),
 )

@@ -37,6 +37,7 @@ from mechvalue.report.browser import check_in_browser, find_chromium
 from mechvalue.report.cards import render_audits
 from mechvalue.report.examples import render_examples
 from mechvalue.report.glossary import render_glossary
+from mechvalue.report.judging import render_judges
 from mechvalue.report.sections import methods_doc_link, render_run, render_samples, render_summary
 from mechvalue.report.summary import with_undefined_nlr
 from mechvalue.report.tables import (
@@ -370,6 +371,7 @@ def build_report(run_dir: str | Path) -> Path:
     for sid, title, fn in (("valuelocate", "ValueLocate: value neurons", _valuelocate),
                            ("conva", "ConVA: gated value vectors", _conva),
                            ("neva", "NeVA and leakage", _neva), ("dual", "Dual mechanisms", _dual),
+                           ("judges", "Judges: validity on this model's generations", render_judges),
                            ("audits", "Neuron audits", render_audits),
                            ("glossary", "Glossary of metrics", render_glossary),
                            ("results", "All results (results.csv)", _results)):

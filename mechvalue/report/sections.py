@@ -16,6 +16,7 @@ import pandas as pd
 
 from mechvalue.methods.registry import METHOD_NAMES
 from mechvalue.methods.registry import label as method_label
+from mechvalue.report.adjusted import adjusted_verdicts
 from mechvalue.report.examples import read_records
 from mechvalue.report.stats import mde_from_ci
 from mechvalue.report.summary import (
@@ -140,6 +141,15 @@ def render_summary(page) -> None:
                  "95% CI):</p><ul>" + "".join(f"<li><b>{escape_html(method_label(m))}</b>"
                                                f"{escape_html(s[len(method_label(m)):])}</li>" for m, s in items)
                  + "</ul>")
+    tests = _table_or_none(run_dir, "steering/tests.csv")
+    if tests is not None:
+        adjusted = adjusted_verdicts(tests)
+        if adjusted:
+            page.add("<p>Judge-free, on held-out items (dilemmas and portrait items never used to fit a vector or "
+                     "select a neuron), paired per item; p-values Benjamini-Hochberg adjusted over targets × arms "
+                     "for each comparison and metric, and the verdict word comes from the adjusted result:</p><ul>"
+                     + "".join(f"<li><b>{escape_html(method_label(m))}</b>{escape_html(s[len(method_label(m)):])}"
+                               f"</li>" for m, s in adjusted) + "</ul>")
     causal = _table_or_none(run_dir, "valuelocate/causal.csv")
     if causal is not None and {"method", "target", "metric", "estimate"} <= set(causal.columns):
         page.add("<ul>" + "".join(f"<li>{escape_html(s)}</li>" for s in valuelocate_verdicts(causal)) + "</ul>")
@@ -173,12 +183,21 @@ def render_samples(page, cfg: dict) -> None:
                  ("steering", "arms (methods)", len(arms), ", ".join(map(str, arms))),
                  ("steering", "prompts per target", per_t, "value-relevant dilemma questions"),
                  ("steering", "generations per arm", per_t * len(targets), "prompts × targets, greedy"),
-                 ("steering", "dilemmas per target", len(first.get("dilemma_pref") or []), "judge-free preference"),
+                 ("steering", "dilemmas per target", len(first.get("dilemma_pref") or []),
+                  "judge-free preference, every arm (held out: never used for fitting)"),
+                 ("steering", "portrait items per target", len(first.get("portrait_score") or []) or "not scored",
+                  "judge-free questionnaire rating, every arm"),
                  ("steering", "MMLU questions per arm", sum(len(r.get("mmlu") or []) for r in records
                                                            if r.get("arm") == first.get("arm")) or "not measured",
                   "pooled over targets"),
-                 ("steering", "random controls", len(targets) if "random_neurons" in arms else 0,
-                  "one matched random neuron set per target (random_neurons arm)")]
+                 ("steering", "random controls (judged)", len(targets) if "random_neurons" in arms else 0,
+                  "one matched random neuron set per target (random_neurons arm), judged generations")]
+        tests = _table_or_none(run_dir, "steering/tests.csv")
+        if tests is not None and "n_controls" in tests:
+            rnd = tests[(tests["comparison"] == "random") & (tests["target"].astype(str) == "all")]
+            for m, k in rnd.groupby("method")["n_controls"].max().items():
+                rows.append(("steering", f"random controls of {method_label(m)}", int(k),
+                             "distinct draws per target, judge-free; each item meets one draw"))
     causal = _table_or_none(run_dir, "valuelocate/causal.csv")
     if causal is not None and "arm" in causal:
         n_rand = causal.loc[causal["method"] == "random_neurons", "arm"].nunique()
@@ -203,6 +222,15 @@ def render_samples(page, cfg: dict) -> None:
         if len(pooled):
             page.add("<p>n and MDE of each pooled steering metric (rows: metric; MDE per method):</p>")
             page.table(_mde_table(pooled))
+    tests = _table_or_none(run_dir, "steering/tests.csv")
+    if tests is not None and {"p", "p_adj", "mde"} <= set(tests.columns):
+        pooled = tests[tests["target"].astype(str) == "all"].copy()
+        pooled["method"] = pooled["method"].map(method_label)
+        page.add("<p>Paired tests of the steering study, all targets pooled (estimate and 95% bootstrap CI of the "
+                 "per-item difference; p: paired t-test; p_adj: Benjamini-Hochberg within each comparison and "
+                 "metric; the per-target rows are in steering/tests.csv):</p>")
+        page.table(pooled[["method", "metric", "comparison", "estimate", "ci_low", "ci_high", "n", "mde", "p",
+                           "p_adj", "n_controls"]])
     for rel, title in (("valuelocate/causal.csv", "ValueLocate causal test"), ("dual/steering.csv", "dual steering")):
         df = causal if rel.startswith("valuelocate") else dual
         if df is not None and {"metric", "ci_low", "ci_high"} <= set(df.columns):

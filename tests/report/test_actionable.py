@@ -101,7 +101,7 @@ def test_samples_and_glossary(built):
     part = page[page.index('id="samples"'):page.index('id="examples"')]
     assert "(1.96 + 0.8416)" in part
     cells = _cells(part)
-    assert "prompts per target" in cells and "MMLU questions per arm" in cells and "random controls" in cells
+    assert "prompts per target" in cells and "MMLU questions per arm" in cells and "random controls (judged)" in cells
     assert any(c.startswith("MDE") for c in re.findall(r"<th>(.*?)</th>", part))
     gloss = html.unescape(page[page.index('id="glossary"'):page.index('id="results"')])
     for term in ("control success", "judged gain", "dilemma preference", "nats", "NLR", "NGLR", "perplexity",

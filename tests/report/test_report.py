@@ -152,6 +152,15 @@ def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
         [{"value": v, "layer": la, "neuron": i, "class": rng.choice(["shared", "intrinsic", "prompted", "unassigned"]),
           "angle": rng.uniform(0, 90), "proj_norm": rng.uniform(), "x": rng.normal(), "y": rng.normal()}
          for v in values for la in (4, 5) for i in range(8)]))
+    _csv(du / "judge_validity.csv", pd.DataFrame(
+        [{"value": v, "n_prompted": 12, "n_neutral": 12, "auc": rng.uniform(0.5, 1), "mean_prompted": 0.6,
+          "mean_neutral": 0.3, "std": 0.2 if k else 0.01, "flagged": not k} for k, v in enumerate(values)]))
+    _csv(du / "judge_touche.csv", pd.DataFrame(
+        [{"value": v, "n": 300, "auc": rng.uniform(0.5, 0.7), "source": "touche (validation, 300 sampled)"}
+         for v in values]))
+    _csv(du / "groups.csv", pd.DataFrame(
+        [{"value": v, "condition": c, "rule": "labels", "n_exp": 5, "n_unexp": 7} for v in values
+         for c in ("intrinsic", "prompted")]))
     steer = []  # shaped like mechvalue.methods.dual.causal_tests rows
     for v in values:
         def row(metric, arm, v=v, **extra):
@@ -205,10 +214,13 @@ def test_report_has_all_sections_and_figures(built):
     run, path = built
     assert path == run / "report.html"
     page = path.read_text(encoding="utf-8")
-    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "audits", "results"):
+    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "judges", "audits", "results"):
         assert f'id="{sid}"' in page
     assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
     assert "not in this run" not in page
+    judges = page[page.index('id="judges"'):page.index('id="audits"')]
+    assert "AUC on Touché" in judges and "AUC on generations" in judges and "flagged: excluded" in judges
+    assert "exp_vs_intrinsic_unexp" in judges and "<td>labels</td>" in judges
     for name in FIGURES:
         png = run / "figures" / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", name
@@ -242,6 +254,7 @@ def test_missing_and_broken_files_give_notes(tmp_path):
     (run / "steering" / "leakage_neva.csv").write_text("target,a,b\npower,1,2\n")  # wrong shape
     page = report.build_report(run).read_text(encoding="utf-8")
     assert "dual/cosines.csv: not in this run." in page and "audits/*.json: not in this run." in page
+    assert "dual/judge_validity.csv: not in this run" in page
     assert '<p class="note">valuelocate/layer_counts.csv: no rows.</p>' in page
     assert '<p class="note">valuelocate/causal.csv: empty file.</p>' in page
     assert re.search(r'class="problem">could not render conva/probe_accuracy.csv: [^<]*', page)
