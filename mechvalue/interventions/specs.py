@@ -94,7 +94,8 @@ def _n_indices(spec: Spec) -> int | None:
 
 
 def _where(sel: Tensor, new: Tensor, old: Tensor) -> Tensor:
-    return torch.where(sel[..., None], new, old)
+    """``new`` where the ``[batch, pos]`` selection holds, else ``old`` (any trailing dims, e.g. heads' ``hook_z``)."""
+    return torch.where(sel.reshape(*sel.shape, *([1] * (new.ndim - sel.ndim))), new, old)
 
 
 def _row_coef(alpha, act: Tensor) -> Tensor:

@@ -101,14 +101,36 @@ def _event_error(msg: dict) -> str | None:
     return None
 
 
+_SPAN_JS = """(() => {
+  const h = document.getElementById(%s);
+  if (!h) return null;
+  let next = h.nextElementSibling;
+  while (next && next.tagName !== h.tagName) next = next.nextElementSibling;
+  const top = h.getBoundingClientRect().top + window.scrollY;
+  const end = next ? next.getBoundingClientRect().top + window.scrollY : document.body.scrollHeight;
+  return [top, end];
+})()"""
+
+
+def _section_span(cdp, session: str, section: str) -> tuple[float, float]:
+    """Page y-coordinates (CSS px) from the heading with id ``section`` to the next heading of its level."""
+    res = cdp.call("Runtime.evaluate", {"expression": _SPAN_JS % json.dumps(section), "returnByValue": True},
+                   session)
+    span = (res.get("result") or {}).get("value")
+    if not span:
+        raise MechvalueError(f"the page has no section with id {section!r} to screenshot")
+    return float(span[0]), float(span[1])
+
+
 def check_in_browser(html_path: str | Path, screenshot_path: str | Path | None = None, *,
                      chromium: str | None = None, timeout: float = 60.0, settle: float = 0.5,
-                     width: int = 1280) -> list[str]:
+                     width: int = 1280, section: str | None = None) -> list[str]:
     """Load ``html_path`` in headless Chromium; return its console errors (empty list = clean).
 
     Also reported: uncaught exceptions, error log entries (e.g. failed loads) and requests to
     non-file/data URLs. Saves a full-page PNG screenshot (height capped at 16,000 px) when
-    ``screenshot_path`` is given. Raises MechvalueError when no browser is found or it fails.
+    ``screenshot_path`` is given; with ``section`` (the id of a report heading, e.g. ``"summary"``) only that
+    section, from its heading to the next one. Raises MechvalueError when no browser is found or it fails.
     """
     html_path = Path(html_path).resolve()
     if not html_path.exists():
@@ -151,8 +173,11 @@ def check_in_browser(html_path: str | Path, screenshot_path: str | Path | None =
             if screenshot_path is not None:
                 size = cdp.call("Page.getLayoutMetrics", session=sid)
                 size = size.get("cssContentSize") or size["contentSize"]
-                clip = {"x": 0, "y": 0, "width": max(1, min(size["width"], 4000)),
-                        "height": max(1, min(size["height"], 16000)), "scale": 1}
+                y0, y1 = 0.0, float(size["height"])
+                if section is not None:
+                    y0, y1 = _section_span(cdp, sid, section)
+                clip = {"x": 0, "y": y0, "width": max(1, min(size["width"], 4000)),
+                        "height": max(1, min(y1 - y0, 16000)), "scale": 1}
                 shot = cdp.call("Page.captureScreenshot",
                                 {"format": "png", "clip": clip, "captureBeyondViewport": True}, sid)
                 with atomic_path(screenshot_path) as tmp:

@@ -158,6 +158,17 @@ def render_summary(page) -> None:
         lines = dual_verdicts(dual, read_json_file(run_dir, "dual/structure.json"))
         if lines:
             page.add("<ul>" + "".join(f"<li>{escape_html(s)}</li>" for s in lines) + "</ul>")
+    if summary is not None and {"method", "mmlu"} <= set(summary.columns):
+        base = summary[summary["method"] == "base"]
+        if len(base) and pd.notna(base["mmlu"].iloc[0]):
+            lo = base["mmlu_ci_low"].iloc[0] if "mmlu_ci_low" in base else math.nan
+            hi = base["mmlu_ci_high"].iloc[0] if "mmlu_ci_high" in base else math.nan
+            at_chance = pd.notna(lo) and pd.notna(hi) and lo <= 0.25 <= hi or float(base["mmlu"].iloc[0]) <= 0.25
+            if at_chance:
+                page.add(f'<p class="note">MMLU: the base model scores {float(base["mmlu"].iloc[0]):.3f} '
+                         f"[{lo:.3f}, {hi:.3f}], at or below chance (0.25 for four options), so an MMLU drop "
+                         f"cannot show a capability cost on this model; read the MMLU columns as a check that "
+                         f"nothing broke, not as capability.</p>")
     page.add('<p class="note">"Not significant": the 95% CI covers 0. "Underpowered": the minimum detectable '
              'effect at 80% power (see <a href="#samples">sample sizes</a>) exceeds the effect, so a real effect '
              'of that size would often be missed. Differences between two arms add their standard errors '

@@ -57,3 +57,20 @@ def test_find_chromium_honours_env(monkeypatch, tmp_path):
     exe.write_text("")
     monkeypatch.setenv("MECHVALUE_CHROMIUM", str(exe))
     assert browser.find_chromium() == str(exe)
+
+
+@needs_chromium
+def test_section_screenshot_clips_from_its_heading_to_the_next(tmp_path):
+    import struct
+
+    page = tmp_path / "s.html"
+    page.write_text('<html><body style="margin:0"><h2 id="summary" style="margin:0;height:100px">S</h2>'
+                    '<p style="margin:0;height:200px">text</p><h2 id="run" style="margin:0;height:900px">R</h2>'
+                    '</body></html>')
+    full, part = tmp_path / "full.png", tmp_path / "part.png"
+    assert browser.check_in_browser(page, full) == []
+    assert browser.check_in_browser(page, part, section="summary") == []
+    height = lambda p: struct.unpack(">II", p.read_bytes()[16:24])[1]  # noqa: E731 (the PNG IHDR)
+    assert height(part) == 300 and height(full) >= 1200
+    with pytest.raises(MechvalueError, match="no section with id 'nope'"):
+        browser.check_in_browser(page, part, section="nope")
