@@ -32,8 +32,8 @@ def test_verdicts_from_the_study_comparisons():
             recs.append({"arm": arm, "target": t, "dilemma_pref": (base + shift + rng.normal(0, .2, 40)).tolist(),
                          "judged": rng.uniform(0, 1, (4, 10)).tolist(), "portrait_score": [3.0] * 5,
                          "portrait_value": [t] * 5})
-        ctls.append({"arm": "caa", "target": t, "n_controls": 10, "dilemma_pref": (base + rng.normal(0, .2, 40)).tolist(),
-                     "portrait_score": [3.0] * 5})
+        ctls.append({"arm": "caa", "target": t, "n_controls": 10, "portrait_score": [3.0] * 5,
+                     "dilemma_pref": (base + rng.normal(0, .2, 40)).tolist()})
     tests = comparisons(recs, ctls, targets)
     out = dict(adjusted_verdicts(tests))
     assert set(out) == {"prompting", "caa"}
