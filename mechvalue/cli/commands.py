@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from mechvalue.cli.circuits import cmd_attribute, cmd_patch
 from mechvalue.cli.own_data import cmd_judge, read_user_records
 from mechvalue.cli.progress import bar, duration, forward_progress, say, status
 from mechvalue.cli.steering import load_model_from_args, read_vectors, steering, train_vectors, vectors_cache_path
@@ -432,5 +433,6 @@ def cmd_info(args=None) -> None:
 
 
 COMMANDS = {"locate": cmd_locate, "extract": cmd_extract, "steer": cmd_steer, "evaluate": cmd_evaluate,
-            "audit": cmd_audit, "show": cmd_show, "export": cmd_export, "judge": cmd_judge}
+            "audit": cmd_audit, "show": cmd_show, "export": cmd_export, "judge": cmd_judge, "patch": cmd_patch,
+            "attribute": cmd_attribute}
 

@@ -16,6 +16,7 @@ import math
 import sys
 import textwrap
 
+from mechvalue.cli.circuits import PATCH_COMPONENTS, add_circuit_opts
 from mechvalue.cli.commands import COMMANDS, cmd_data_check, cmd_info
 from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.methods.registry import CLI_METHODS
@@ -174,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default=None, help="base URL for --judge openai (default $OPENAI_BASE_URL)")
     p.add_argument("--judge-model", default=None, help="model name for --judge openai ($MECHVALUE_JUDGE_MODEL)")
     p.add_argument("--out", required=True, help="CSV: id, text, one column per value (canonical names)")
+    p = _cmd(sub, "patch", "activation patching: which layers, positions, heads or neurons carry a value prompt's "
+             "effect on dilemma choices", """
+        mechvalue patch --value benevolence --component mlp --out patch_mlp.csv
+        mechvalue patch --value power --component resid --max-items 4 --out resid.csv   # layer x position
+        mechvalue patch --value BE --source steered --steer-method caa --component heads --out heads.csv""",
+             [_model_opts()])
+    add_circuit_opts(p, CLI_METHODS)
+    p.add_argument("--component", choices=tuple(PATCH_COMPONENTS), default="mlp",
+                   help="resid (layer x position), attn, mlp (per layer), heads (layer x head), neurons (--layers)")
+    p = _cmd(sub, "attribute", "attribution patching (AtP) or direct logit attribution of every neuron and head", """
+        mechvalue attribute --value benevolence --method atp --top 20 --out atp.csv
+        mechvalue attribute --value benevolence --method atp --validate 100 --max-items 8 --out atp.csv
+        mechvalue attribute --value power --method dla --source prompted --out dla.csv""", [_model_opts()])
+    add_circuit_opts(p, CLI_METHODS)
+    p.add_argument("--method", choices=("atp", "dla"), default="atp",
+                   help="atp: gradient estimate of patching each unit (source into target); dla: direct "
+                        "contribution to the preference on the source run")
+    p.add_argument("--validate", type=int, default=0, metavar="K",
+                   help="also patch the top K and K random neurons exactly and report AtP's rank correlation")
     d = _cmd(sub, "data", "inspect the bundled datasets", "mechvalue data check")
     d.add_argument("action", choices=["check"], help="check: counts, duplicates, context-bias per value")
     _cmd(sub, "info", "show the offline model path, cache folder and package versions", "mechvalue info")
@@ -187,7 +207,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "tau": (0.0, 1.0, False, False), "p0": (0.0, 1.0, False, False), "coefficient": (None, None, True, True),
     "temperature": (0.0, None, True, True), "scale": (None, None, True, True), "threshold": (0.0, 1.0, True, True),
     "batch_size": (1, None, True, True), "seed": (0, None, True, True), "max_new_tokens": (1, None, True, True),
-    "max_questions": (1, None, True, True), "max_items": (2, None, True, True), "k": (1, None, True, True),
+    "max_questions": (1, None, True, True), "max_items": (2, None, True, True), "top": (1, None, True, True),
+    "validate": (0, None, True, True), "k": (1, None, True, True),
     "layer": (0, None, True, True), "neuron": (0, None, True, True), "n_texts": (1, None, True, True),
 }
 

@@ -36,7 +36,8 @@ def test_info(capsys):
 
 # ---------------------------------------------------------------- new commands
 
-COMMANDS = ["run", "locate", "extract", "steer", "evaluate", "audit", "show", "export", "data", "info"]
+COMMANDS = ["run", "locate", "extract", "steer", "evaluate", "judge", "patch", "attribute", "audit", "show", "export",
+            "data", "info"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
