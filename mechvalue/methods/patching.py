@@ -168,18 +168,43 @@ def patch_sweep(model, items: Sequence[AlignedItem], component: str, *, layers: 
     return df
 
 
+def _resid_atp(item: AlignedItem, names: Sequence[str], offsets: Sequence[int], s_cache: dict, t_cache: dict,
+               grads: dict) -> np.ndarray:
+    """``[layer, offset]`` AtP of the residual stream: one aligned prompt position per negative offset, all answer
+    positions together at offset 0."""
+    out = np.zeros((len(names), len(offsets)))
+    for a in (0, 1):
+        sp, tp = item.positions("source", a, "prompt"), item.positions("target", a, "prompt")
+        sa, ta = item.positions("source", a, "answer"), item.positions("target", a, "answer")
+        for i, name in enumerate(names):
+            def delta(s_pos, t_pos, name=name, a=a):
+                return float(((s_cache[name][a, s_pos] - t_cache[name][a, t_pos]) * grads[name][a, t_pos]).sum())
+            for j, o in enumerate(offsets[:-1]):
+                out[i, j] += delta([sp[o]], [tp[o]])
+            out[i, -1] += delta(sa, ta)
+    return out
+
+
 def attribution_patching(model, items: Sequence[AlignedItem], *, layers: Sequence[int] | None = None,
-                         source_interventions=(), target_interventions=(), progress: bool = True) -> pd.DataFrame:
+                         source_interventions=(), target_interventions=(), resid: bool = False,
+                         progress: bool = True) -> pd.DataFrame:
     """AtP estimates for every MLP neuron and attention head of ``layers``: one source forward, one target forward
-    and backward per item. Rows: ``method="atp"``, components ``neurons`` and ``heads``."""
+    and backward per item. Rows: ``method="atp"``, components ``neurons`` and ``heads``; with ``resid`` also
+    ``resid_pre`` per layer and aligned prompt position (offsets from the answer start; 0 = all answer
+    positions), from the same backward pass."""
     items = check_items(items)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
     names = [hook_name(c, la) for la in layers for c in ("neurons", "heads")]
-    per_item, gaps = [], []
+    r_names = [hook_name("resid_pre", la) for la in layers] if resid else []
+    k = min(it.shared for it in items)
+    offsets = list(range(-k, 0)) + [0]
+    per_item, gaps, per_resid = [], [], []
     for item in tqdm(items, desc="attribution patching", disable=not progress):
-        src, s_cache, _ = run_item(model, item, "source", interventions=source_interventions, cache=names)
-        tgt, t_cache, grads = run_item(model, item, "target", interventions=target_interventions, cache=names,
-                                       grads=names)
+        src, s_cache, _ = run_item(model, item, "source", interventions=source_interventions, cache=names + r_names)
+        tgt, t_cache, grads = run_item(model, item, "target", interventions=target_interventions,
+                                       cache=names + r_names, grads=names + r_names)
+        if r_names:
+            per_resid.append(_resid_atp(item, r_names, offsets, s_cache, t_cache, grads).reshape(-1))
         est = []
         for name in names:
             total = 0
@@ -199,9 +224,12 @@ def attribution_patching(model, items: Sequence[AlignedItem], *, layers: Sequenc
     neurons = np.concatenate(parts[0::2], axis=1)
     heads = np.concatenate(parts[1::2], axis=1)
     gap = np.asarray(gaps)
-    df = pd.concat([_tidy("atp", "neurons", units, neurons, gap), _tidy("atp", "heads", h_units, heads, gap)],
-                   ignore_index=True)
-    df.attrs.update(alignment=alignment_note(items))
+    frames = [_tidy("atp", "neurons", units, neurons, gap), _tidy("atp", "heads", h_units, heads, gap)]
+    if r_names:
+        r_units = [(la, o, None, None) for la in layers for o in offsets]
+        frames.append(_tidy("atp", "resid_pre", r_units, np.stack(per_resid), gap))
+    df = pd.concat(frames, ignore_index=True)
+    df.attrs.update(alignment=alignment_note(items), gap=float(gap.mean()))
     return df
 
 

@@ -124,3 +124,24 @@ def test_bad_inputs_are_refused(tiny_model, items):
         patch_sweep(tiny_model, [], "mlp_out", progress=False)
     with pytest.raises(MechvalueError, match="no hook"):
         patch_sweep(tiny_model, items, "mlp_out", layers=[99], progress=False)
+
+
+def test_atp_is_the_first_order_term_of_exact_patching(tiny_model, same_prompt):
+    """For a small source-target difference (a tiny steering vector at layer 1) AtP per layer and position, per
+    neuron and per head equals exact patching to first order."""
+    from mechvalue.interventions.specs import AddVector
+
+    v = torch.randn(tiny_model.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    src = [AddVector(1, v, 0.02)]
+    atp = attribution_patching(tiny_model, same_prompt, layers=[2], resid=True, source_interventions=src,
+                               progress=False)
+    r = atp[atp.component == "resid_pre"]
+    k = min(it.shared for it in same_prompt)
+    assert len(r) == k + 1 and r.position.tolist() == list(range(-k, 0)) + [0]
+    exact = patch_sweep(tiny_model, same_prompt, "resid_pre", layers=[2], positions=True, source_interventions=src,
+                        progress=False)
+    assert np.corrcoef(r.effect, exact.effect)[0, 1] > 0.99
+    np.testing.assert_allclose(r.effect, exact.effect, atol=0.05 * np.abs(exact.effect).max())
+    heads = patch_sweep(tiny_model, same_prompt, "heads", layers=[2], source_interventions=src, progress=False)
+    h = atp[atp.component == "heads"]
+    assert np.corrcoef(h.effect, heads.effect)[0, 1] > 0.99
