@@ -25,12 +25,13 @@ from mechvalue.core.errors import CorruptFileError, UsageError
 from mechvalue.core.values import VALUES, canonical_list
 
 #: the steps of ``mechvalue run``, in the order they run (one source of truth: the CLI and the runner read it)
-STEPS: tuple[str, ...] = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits", "report")
+STEPS: tuple[str, ...] = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "circuits", "audits", "report")
 QUICK_VALUES: tuple[str, ...] = ("power", "benevolence")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 #: the quick preset: fields it sets unless the file or a flag set them
 QUICK_PRESET: dict[str, Any] = {"vl_max_questions": 8, "vl_n_random": 2, "vl_dilemmas_per_value": 1,
-                                "vl_items_per_value": 2, "n_audits": 2}
+                                "vl_items_per_value": 2, "n_audits": 2, "circuit_items": 6, "circuit_exact_items": 2,
+                                "circuit_validate": 10}
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class RunConfig:
     neva_budget: float = 0.001
     neva_C: float = 0.1
     n_audits: int = 4
+    circuit_values: tuple[str, ...] = ("benevolence",)
+    circuit_items: int = 40
+    circuit_exact_items: int = 4
+    circuit_validate: int = 50
     study: Any = field(default=None)  # StudyConfig after build()
     dual: Any = field(default=None)  # DualConfig after build()
 
@@ -123,6 +128,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study"),  # study.n_controls random edits
     "dual": (*COMMON_FIELDS, "dual", "mmlu"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
+    "circuits": (*COMMON_FIELDS, "circuit_values", "circuit_items", "circuit_exact_items", "circuit_validate"),
     "audits": (*COMMON_FIELDS, "n_audits"),
     "report": (),
 }
@@ -131,7 +137,8 @@ _TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "out": str,
                           "batch_size": int, "mmlu": str, "data": str, "vl_max_questions": int, "vl_tau": float,
                           "vl_causal_tau": (float, str), "vl_factor": float, "vl_n_random": int,
                           "vl_dilemmas_per_value": int, "vl_items_per_value": int, "neva_budget": float,
-                          "neva_C": float, "n_audits": int}
+                          "neva_C": float, "n_audits": int,
+                          "circuit_items": int, "circuit_exact_items": int, "circuit_validate": int}
 
 
 def _check_type(name: str, v: Any, typ, source: str):
@@ -149,10 +156,10 @@ def _check_type(name: str, v: Any, typ, source: str):
 
 
 def _check_field(name: str, v: Any, source: str):
-    if name == "values":
+    if name in ("values", "circuit_values"):
         v = v.split(",") if isinstance(v, str) else v
         if not isinstance(v, list | tuple) or not v:
-            raise UsageError(f"{source}: 'values' must be a non-empty list of value names, got {v!r}")
+            raise UsageError(f"{source}: {name!r} must be a non-empty list of value names, got {v!r}")
         return tuple(canonical_list([x.strip() for x in v if str(x).strip()]))
     if name == "steps":
         v = v.split(",") if isinstance(v, str) else v
@@ -164,7 +171,8 @@ def _check_field(name: str, v: Any, source: str):
     v = _check_type(name, v, _TYPES[name], source)
     if name == "dtype" and v not in DTYPES:
         raise UsageError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {v!r}")
-    positive = ("batch_size", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value", "vl_items_per_value")
+    positive = ("batch_size", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value", "vl_items_per_value",
+                "circuit_items", "circuit_exact_items", "circuit_validate")
     if name in positive and v < 1:
         raise UsageError(f"{source}: {name} must be at least 1, got {v}")
     if name in ("n_audits", "seed") and v < 0:

@@ -29,8 +29,9 @@ from mechvalue.pipeline.config import STEPS, RunConfig
 UPSTREAM: dict[str, tuple[str, ...]] = {
     "judge": (), "valuelocate": (), "conva": (), "neva": (), "dual": ("judge",),
     "steering": ("judge", "conva", "neva", "dual"),  # dual: the judge's validity on generations
+    "circuits": ("valuelocate", "neva", "dual"),  # the overlaps with their neuron sets
     "audits": ("valuelocate", "neva"),
-    "report": ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits"),
+    "report": ("judge", "valuelocate", "conva", "neva", "dual", "steering", "circuits", "audits"),
 }
 _NUMERIC_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn")
 

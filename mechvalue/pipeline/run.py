@@ -9,6 +9,8 @@ Steps (each writes into ``<out>/<step>/`` and a ``DONE.json`` record; see :mod:`
 ``dual``        intrinsic vs prompted vectors, SVD axes, neuron classes, causal tests, structure
 ``steering``    every method on every target, all ten values scored: CSR, leakage, NLR, NGLR,
                 fluency, MMLU (:mod:`mechvalue.pipeline.study`)
+``circuits``    where a value system prompt changes dilemma choices: AtP, DLA, exact patching
+                (:mod:`mechvalue.pipeline.circuits`)
 ``audits``      top-activating examples of the strongest located neurons
 ``report``      figures and ``report.html`` (:mod:`mechvalue.report.html`)
 

@@ -19,6 +19,7 @@ import torch
 from mechvalue.core.artifacts import append_jsonl, atomic_path, read_jsonl_rows
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.values import OPPOSING_DIMENSIONS, VALUES
+from mechvalue.pipeline.circuits import step_circuits
 from mechvalue.pipeline.config import STEPS, RunConfig
 from mechvalue.pipeline.folder import RunFolder
 
@@ -345,7 +346,7 @@ StepFunction = Callable[[RunConfig, RunFolder], dict]
 #: every step of :data:`~mechvalue.pipeline.config.STEPS`, in order
 STEP_FUNCTIONS: dict[str, StepFunction] = {"judge": step_judge, "valuelocate": step_valuelocate, "conva": step_conva,
                                            "neva": step_neva, "dual": step_dual, "steering": step_steering,
-                                           "audits": step_audits, "report": step_report}
+                                           "circuits": step_circuits, "audits": step_audits, "report": step_report}
 assert tuple(STEP_FUNCTIONS) == STEPS, "STEP_FUNCTIONS must list config.STEPS in order"
 
 

@@ -35,6 +35,7 @@ from mechvalue.report import figures as viz
 from mechvalue.report.anchors import ANCHORS, anchor_table
 from mechvalue.report.browser import check_in_browser, find_chromium
 from mechvalue.report.cards import render_audits
+from mechvalue.report.circuits import render_circuits
 from mechvalue.report.examples import render_examples
 from mechvalue.report.glossary import render_glossary
 from mechvalue.report.judging import render_judges
@@ -371,6 +372,7 @@ def build_report(run_dir: str | Path) -> Path:
     for sid, title, fn in (("valuelocate", "ValueLocate: value neurons", _valuelocate),
                            ("conva", "ConVA: gated value vectors", _conva),
                            ("neva", "NeVA and leakage", _neva), ("dual", "Dual mechanisms", _dual),
+                           ("circuits", "Where the value prompt acts", render_circuits),
                            ("judges", "Judges: validity on this model's generations", render_judges),
                            ("audits", "Neuron audits", render_audits),
                            ("glossary", "Glossary of metrics", render_glossary),

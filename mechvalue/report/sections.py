@@ -29,7 +29,7 @@ from mechvalue.report.summary import (
 from mechvalue.report.tables import EmptyTable, escape_html, read_json_file, read_table
 
 #: the order of the main job's steps (unknown steps follow, alphabetically)
-STEP_ORDER = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "audits", "report")
+STEP_ORDER = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "circuits", "audits", "report")
 
 
 def duration(seconds: float) -> str:

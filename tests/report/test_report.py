@@ -87,6 +87,32 @@ STEP_SECONDS = {"judge": 6.0, "valuelocate": 30.0, "conva": 20.0, "neva": 20.0, 
                 "audits": 3.0, "report": 2.0}  # 126 s in all
 
 
+def _synthetic_circuits(out, v, rng):
+    """The circuits step's files for one value (shapes of mechvalue.pipeline.circuits)."""
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{"method": "atp", "component": "resid_pre", "layer": la, "position": o, "effect": rng.normal(),
+             "normalized_effect": rng.normal(), "n": 4} for la in range(N_LAYERS) for o in (-3, -2, -1, 0)]
+    rows += [{"method": "atp", "component": "heads", "layer": la, "head": h, "effect": rng.normal(),
+              "normalized_effect": rng.normal(), "n": 4} for la in range(N_LAYERS) for h in range(4)]
+    rows += [{"method": "atp", "component": "neurons", "layer": la, "neuron": n, "effect": rng.normal(),
+              "normalized_effect": rng.normal(), "n": 4} for la in range(N_LAYERS) for n in range(16)]
+    atp = pd.DataFrame(rows)
+    _csv(out / f"atp_{v}.csv", atp)
+    _csv(out / f"dla_{v}.csv", atp[atp.component != "resid_pre"].assign(method="dla"))
+    _csv(out / f"exact_{v}.csv", pd.DataFrame(
+        [{"method": "exact", "component": c, "layer": la, "effect": rng.normal(), "normalized_effect": rng.normal(),
+          "n": 2} for c in ("attn_out", "mlp_out") for la in range(N_LAYERS)]))
+    _csv(out / f"validation_summary_{v}.csv", pd.DataFrame(
+        [{"group": "top", "n": 10, "spearman": 0.8, "mean_abs_error": 0.1},
+         {"group": "random", "n": 10, "spearman": 0.2, "mean_abs_error": 0.05}]))
+    _csv(out / f"overlap_{v}.csv", pd.DataFrame([{"set": "NeVA", "size": 5, "top_atp": 20, "overlap": 1,
+                                                  "expected_by_chance": 0.8, "ratio_to_chance": 1.25}]))
+    (out / f"tokens_{v}.json").write_text(json.dumps({"offsets": [-3, -2, -1], "tokens": ["?", "<|im_end|>", "\n"],
+                                                      "system_prompt": "SYNTHETIC", "n_items": 4,
+                                                      "alignment": "aligned (synthetic)", "source_metric": 1.5,
+                                                      "target_metric": 0.5}))
+
+
 def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
     """Write a clearly SYNTHETIC run folder (made-up numbers, small) with every file the report reads.
 
@@ -161,6 +187,7 @@ def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
     _csv(du / "groups.csv", pd.DataFrame(
         [{"value": v, "condition": c, "rule": "labels", "n_exp": 5, "n_unexp": 7} for v in values
          for c in ("intrinsic", "prompted")]))
+    _synthetic_circuits(run_dir / "circuits", values[0], rng)
     steer = []  # shaped like mechvalue.methods.dual.causal_tests rows
     for v in values:
         def row(metric, arm, v=v, **extra):
@@ -202,6 +229,7 @@ FIGURES = ["comparison_bars", "comparison_radar", "valuelocate_fraction_vs_tau",
            "nglr_target_group_conva", "nglr_group_group_neva", "neva_jaccard", "neva_layers", "dual_cosines",
            "dual_retained_norm", "dual_class_counts", "dual_neuron_classes", "dual_steering", "dual_neuron_scaling",
            "dual_circumplex", "dual_cosine_matrix", "neva_probe_accuracy"]
+CIRCUIT_FIGURES = ["circuits_resid_", "circuits_heads_", "circuits_neurons_", "circuits_exact_"]
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +242,18 @@ def test_report_has_all_sections_and_figures(built):
     run, path = built
     assert path == run / "report.html"
     page = path.read_text(encoding="utf-8")
-    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "judges", "audits", "results"):
+    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "circuits", "judges", "audits",
+                "results"):
         assert f'id="{sid}"' in page
     assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
     assert "not in this run" not in page
+    circuits = page[page.index('id="circuits"'):page.index('id="judges"')]
+    assert "poor on the random neurons" in circuits and "ratio to chance" in circuits
     judges = page[page.index('id="judges"'):page.index('id="audits"')]
     assert "AUC on Touché" in judges and "AUC on generations" in judges and "flagged: excluded" in judges
     assert "exp_vs_intrinsic_unexp" in judges and "<td>labels</td>" in judges
-    for name in FIGURES:
+    first = [v for v in VALUES][0]
+    for name in FIGURES + [f + first for f in CIRCUIT_FIGURES]:
         png = run / "figures" / f"{name}.png"
         assert png.read_bytes()[:4] == b"\x89PNG", name
         assert f'alt="{name}"' in page
