@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-ORDER = ("load", "memory", "collect", "generate")
+ORDER = ("load", "memory", "collect", "generate", "atp")
 METRIC = {"collect": ("ratio_vs_plain_logits", ">="), "memory": ("ratio", "<="), "load": ("ratio", "<="),
-          "generate": ("ratio_steer_vs_plain", ">=")}
+          "generate": ("ratio_steer_vs_plain", ">="), "atp": ("atp_seconds", "<=")}
 
 
 def main(argv=None) -> int:
@@ -38,7 +38,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     results = Path(args.results)
     extra = {"collect": ["--prompts", "64", "--reps", "1"], "load": ["--reps", "1"], "memory": [],
-             "generate": ["--reps", "1", "--max-new-tokens", "16", "--no-whatif", "--profile-tokens", "4"]}
+             "generate": ["--reps", "1", "--max-new-tokens", "16", "--no-whatif", "--profile-tokens", "4"],
+             "atp": ["--items", "8", "--sample", "16"]}
     summary = {"machine": C.machine(), "quick": args.quick, "benchmarks": {}}
     rows = []
     failed = False
