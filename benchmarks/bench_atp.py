@@ -64,7 +64,8 @@ def main(argv=None) -> dict:
     ratio = exact_all / atp
     result = {"benchmark": "atp", "items": len(items), "neurons": n_neurons, "threads": threads,
               "atp_seconds": atp, "exact_seconds_per_neuron_item": rate, "exact_all_seconds_extrapolated": exact_all,
-              "speedup_exact_over_atp": ratio, "target": {"metric": "atp_seconds (all neurons, all items)", "max": TARGET_S},
+              "speedup_exact_over_atp": ratio,
+              "target": {"metric": "atp_seconds (all neurons, all items)", "max": TARGET_S},
               "verdict": C.verdict(atp, TARGET_S, higher_is_better=False), "machine": machine,
               "load_warning": load_warning}
     print(C.table([["AtP, all neurons and heads", f"{atp:.1f} s", f"<= {TARGET_S:.0f} s", result["verdict"]],
