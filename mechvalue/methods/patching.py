@@ -263,10 +263,10 @@ def direct_logit_attribution(model, items: Sequence[AlignedItem], *, layers: Seq
                 ids = torch.tensor([rows[a][p] for p in pos], device=post.device)
                 scale = cache["ln_final.hook_scale"][a, read]  # [n, 1]
                 d = w_u[:, ids].T / scale  # [n, d_model]
-                cn = cn + sign * torch.einsum("pn,nd,pd->n", post[a, read].float(), model.blocks[la].mlp.W_out.float(),
-                                              d.float())
-                ch = ch + sign * torch.einsum("phk,hkd,pd->h", z[a, read].float(), model.blocks[la].attn.W_O.float(),
-                                              d.float())
+                w_out, w_o = model.blocks[la].mlp.W_out.float(), model.blocks[la].attn.W_O.float()
+                cn = cn + sign * (post[a, read].float() * (d.float() @ w_out.T)).sum(0)  # [d_mlp]
+                per_hk = (d.float() @ w_o.reshape(-1, w_o.shape[-1]).T).reshape(len(pos), *w_o.shape[:2])
+                ch = ch + sign * (z[a, read].float() * per_hk).sum((0, 2))  # [head]
             contrib_n.append(cn.detach().cpu().numpy())
             contrib_h.append(ch.detach().cpu().numpy())
         per_n.append(np.concatenate(contrib_n))

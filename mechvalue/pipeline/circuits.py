@@ -6,7 +6,7 @@ and under the model's default (target), aligned on their shared suffix;
 - AtP of every neuron, every head, and the residual stream per layer and aligned position (all items);
 - direct logit attribution of every neuron and head on the source run (all items);
 - exact patching of each layer's attention and MLP output (the first ``circuit_exact_items`` items);
-- AtP checked against exact patching on the top and on random neurons (``circuit_validate`` each; two items);
+- AtP checked against exact patching on the top and on random neurons (``circuit_validate`` each; one item);
 - the overlap of the top AtP neurons with ValueLocate's, NeVA's and the dual W_out classes' neurons, against
   the overlap random neurons would have.
 
@@ -86,7 +86,7 @@ def step_circuits(config: RunConfig, folder: RunFolder) -> dict:
         dla = direct_logit_attribution(model, items)
         sweeps = [patch_sweep(model, items[:config.circuit_exact_items], c) for c in ("attn_out", "mlp_out")]
         exact = pd.concat(sweeps, ignore_index=True)
-        pairs, summary = atp_validation(model, items[:2], atp, top=config.circuit_validate,
+        pairs, summary = atp_validation(model, items[:1], atp, top=config.circuit_validate,
                                         n_random=config.circuit_validate)
         overlap = overlap_table(atp, _neuron_sets(folder, v), model.cfg.n_layers * model.cfg.d_mlp)
         for name, df in (("atp", atp), ("dla", dla), ("exact", exact), ("validation", pairs),

@@ -69,7 +69,7 @@ class RunConfig:
     n_audits: int = 4
     circuit_values: tuple[str, ...] = ("benevolence",)
     circuit_items: int = 40
-    circuit_exact_items: int = 4
+    circuit_exact_items: int = 2
     circuit_validate: int = 50
     study: Any = field(default=None)  # StudyConfig after build()
     dual: Any = field(default=None)  # DualConfig after build()
