@@ -71,6 +71,19 @@ def main(run: Path) -> None:
             r["cell"] = [ci(x.estimate, x.ci_low, x.ci_high, "{:+.2f}") for x in r.itertuples()]
             print(f"\nper target: {label}\n\n" + md(r.pivot(index="target", columns="method", values="cell")
                                                       .reset_index()))
+        t = run / "steering" / "tests.csv"
+        if t.exists():
+            tests = pd.read_csv(t)
+            pooled = tests[tests.target == "all"].copy()
+            pooled["estimate [95% CI]"] = [ci(x.estimate, x.ci_low, x.ci_high, "{:+.3f}") for x in pooled.itertuples()]
+            pooled["p_adj"] = pooled.p_adj.map(lambda x: f"{x:.2g}")
+            pooled["mde"] = pooled.mde.round(3)
+            print("\n## Paired tests, pooled over targets (BH-adjusted)\n\n" + md(pooled[
+                ["method", "metric", "comparison", "estimate [95% CI]", "n", "mde", "p_adj", "n_controls"]]))
+            per = tests[(tests.target != "all")]
+            sig = per.assign(up=(per.p_adj < 0.05) & (per.estimate > 0)).groupby(["method", "metric", "comparison"])
+            print("\ntargets significantly higher after BH (of the targets tested)\n\n" + md(
+                sig.agg(higher=("up", "sum"), tested=("up", "size")).reset_index()))
         g = run / "steering" / "gate_rates.csv"
         if g.exists():
             print("\ngate rates (mean): " + pd.read_csv(g).drop(columns="target").mean().round(3).to_string())
@@ -78,6 +91,23 @@ def main(run: Path) -> None:
             q = run / "steering" / f"nglr_group_group_{m}.csv"
             if q.exists():
                 print(f"\nNGLR group->group ({m})\n\n" + md(pd.read_csv(q).round(2)))
+    for name in ("judge_validity.csv", "judge_touche.csv", "groups.csv"):
+        q = run / "dual" / name
+        if q.exists():
+            print(f"\n## dual/{name}\n\n" + md(pd.read_csv(q).drop(columns=["source"], errors="ignore").round(3)))
+    for q in sorted((run / "circuits").glob("validation_summary_*.csv")) if (run / "circuits").exists() else []:
+        v = q.stem.removeprefix("validation_summary_")
+        print(f"\n## circuits: {v}\n\n" + md(pd.read_csv(q).round(3)))
+        ex = pd.read_csv(run / "circuits" / f"exact_{v}.csv")
+        top = ex.assign(a=ex.normalized_effect.abs()).nlargest(6, "a")
+        top["effect [95% CI]"] = [ci(x.effect, x.ci_low, x.ci_high, "{:+.3f}") for x in top.itertuples()]
+        print("\n" + md(top[["component", "layer", "effect [95% CI]", "normalized_effect", "n"]].round(3)))
+        atp = pd.read_csv(run / "circuits" / f"atp_{v}.csv")
+        for comp in ("neurons", "heads"):
+            a = atp[atp.component == comp].assign(a=lambda d: d.effect.abs()).nlargest(8, "a")
+            print(f"\ntop {comp} by |AtP|\n\n" + md(a[["layer", "head", "neuron", "effect", "normalized_effect",
+                                                           "ci_low", "ci_high"]].dropna(axis=1, how="all").round(3)))
+        print("\n" + md(pd.read_csv(run / "circuits" / f"overlap_{v}.csv").round(3)))
     p = run / "dual" / "structure.json"
     if p.exists():
         print("\n## Dual\n\n" + p.read_text())

@@ -64,6 +64,26 @@ def overlap_table(atp: pd.DataFrame, sets: dict[str, set], n_neurons: int, top: 
     return pd.DataFrame(rows, columns=["set", "size", "top_atp", "overlap", "expected_by_chance", "ratio_to_chance"])
 
 
+def token_views(model, item, atp: pd.DataFrame, k: int = 5) -> list[dict]:
+    """The top ``k`` neurons by |AtP|: their activation on every token of the item's value-answer row, in the
+    source and in the target run (for token views in the report)."""
+    from mechvalue.lm.patching import run_item
+    from mechvalue.methods.patching import hook_name
+
+    neu = atp[atp["component"] == "neurons"].assign(a=lambda d: d["effect"].abs()).nlargest(k, "a")
+    names = sorted({hook_name("neurons", int(la)) for la in neu["layer"]})
+    views = []
+    runs = {side: run_item(model, item, side, cache=names)[1] for side in ("source", "target")}
+    for la, n, e in zip(neu["layer"].astype(int), neu["neuron"].astype(int), neu["effect"]):
+        row = {"layer": la, "neuron": n, "atp": float(e)}
+        for side in ("source", "target"):
+            ids = (item.source if side == "source" else item.target)[0]
+            row[f"{side}_tokens"] = [model.tokenizer.decode([t]) for t in ids]
+            row[f"{side}_acts"] = runs[side][hook_name("neurons", la)][0, :len(ids), n].float().tolist()
+        views.append(row)
+    return views
+
+
 def step_circuits(config: RunConfig, folder: RunFolder) -> dict:
     from mechvalue.data.bundled import load_dilemmas, load_system_prompts
     from mechvalue.methods.patching import (
@@ -89,6 +109,7 @@ def step_circuits(config: RunConfig, folder: RunFolder) -> dict:
         pairs, summary = atp_validation(model, items[:1], atp, top=config.circuit_validate,
                                         n_random=config.circuit_validate)
         overlap = overlap_table(atp, _neuron_sets(folder, v), model.cfg.n_layers * model.cfg.d_mlp)
+        write_json_atomic(out / f"token_views_{v}.json", token_views(model, items[0], atp))
         for name, df in (("atp", atp), ("dla", dla), ("exact", exact), ("validation", pairs),
                          ("validation_summary", summary), ("overlap", overlap)):
             df.to_csv(out / f"{name}_{v}.csv", index=False)

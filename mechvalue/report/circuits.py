@@ -17,6 +17,7 @@ from mechvalue.report.figure_base import new_figure
 from mechvalue.report.figures import line_plot
 from mechvalue.report.heatmaps import matrix_heatmap
 from mechvalue.report.tables import escape_html, read_table
+from mechvalue.report.tokens import tokens_html
 
 
 def resid_matrix(atp: pd.DataFrame, tokens: dict) -> pd.DataFrame:
@@ -103,6 +104,18 @@ def _render_value(page, v: str) -> None:
                  + (f"; <b>poor on the {', '.join(poor)} neurons: read AtP there as a hint, not a "
                     f"measurement</b>" if poor else "") + "):</p>")
         page.table(summary)
+    views_path = run_dir / "circuits" / f"token_views_{v}.json"
+    if views_path.exists():
+        views = json.loads(views_path.read_text(encoding="utf-8"))
+        parts = []
+        for w in views:
+            scale = max([abs(a) for a in w["source_acts"] + w["target_acts"]] + [1e-9])
+            src = tokens_html(w["source_tokens"], w["source_acts"], max_abs=scale)
+            tgt = tokens_html(w["target_tokens"], w["target_acts"], max_abs=scale)
+            parts.append(f"<details><summary>L{w['layer']}.{w['neuron']} (AtP {w['atp']:+.3f} nats)</summary>"
+                         f"<p>with the value system prompt: {src}</p><p>without: {tgt}</p></details>")
+        page.add("<p>Token views of the top AtP neurons on the first dilemma (value answer; red positive, blue "
+                 "negative activation, one colour scale per neuron):</p>" + "".join(parts))
     overlap = read_table(run_dir, f"circuits/overlap_{v}.csv")
     if overlap is not None and len(overlap):
         page.add("<p>Overlap of the top AtP neurons with the other methods' neurons (ratio to chance 1 = what "

@@ -16,6 +16,7 @@ import mechvalue.lm.models
 from mechvalue.cli.commands import side_by_side
 from mechvalue.cli.main import main
 from mechvalue.methods.conva import ValueVectors
+from mechvalue.pipeline.config import STEPS
 
 
 def test_unknown_value_is_a_one_line_error(capsys):
@@ -142,7 +143,7 @@ def test_run_config_fills_defaults_and_flags_win(tmp_path, monkeypatch, no_model
     assert c.out == "runs/x" and c.steps == ("report",) and c.model == "m.gguf"
     assert main(["run", "--out", "o"]) == 0
     c = seen["config"]
-    assert c.out == "o" and c.seed == 0 and c.dtype == "float32" and len(c.steps) == 8
+    assert c.out == "o" and c.seed == 0 and c.dtype == "float32" and c.steps == STEPS
 
 
 def test_side_by_side_layouts():

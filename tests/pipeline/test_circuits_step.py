@@ -21,6 +21,8 @@ def test_circuits_step_writes_every_table_and_the_report_section(tiny_model, tmp
     out = tmp_path / "run" / "circuits"
     for name in ("atp", "dla", "exact", "validation", "validation_summary", "overlap"):
         assert (out / f"{name}_power.csv").exists(), name
+    views = json.loads((out / "token_views_power.json").read_text())
+    assert len(views) == 5 and len(views[0]["source_tokens"]) == len(views[0]["source_acts"])
     atp = pd.read_csv(out / "atp_power.csv")
     assert set(atp.component) == {"neurons", "heads", "resid_pre"} and (atp.n == 3).all()
     exact = pd.read_csv(out / "exact_power.csv")
@@ -31,6 +33,7 @@ def test_circuits_step_writes_every_table_and_the_report_section(tiny_model, tmp
     page = build_report(tmp_path / "run").read_text(encoding="utf-8")
     part = page[page.index('id="circuits"'):page.index('id="judges"')]
     assert "circuits_resid_power" in part and "circuits_exact_power" in part and "Spearman" in part
+    assert part.count("<details>") == 5 and 'class="tok"' in part
 
 
 def test_overlap_against_chance():
