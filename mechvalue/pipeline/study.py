@@ -56,7 +56,9 @@ ARMS = METHOD_NAMES  # one arm per registered steering method
 
 @dataclass
 class StudyConfig:
-    """Sizes of the study (defaults fit the 45-minute CPU budget of ``mechvalue run`` on SmolLM2).
+    """Sizes of the study. The judge-free instruments run at full size (every dilemma and portrait item of the
+    target, 10 random controls); generations (8 per target and arm) and MMLU (100 per arm) are what the CPU
+    budget cut: 24 generations and 200 MMLU questions per arm took about 6.5 minutes per target on 2 cores.
 
     ``n_queries``: generations per target and arm; ``n_dilemmas``: the target's dilemmas scored per arm (0 = all
     of them; its portrait items are always all scored); ``n_mmlu``: MMLU questions per arm of ``mmlu_arms``
@@ -64,10 +66,10 @@ class StudyConfig:
     scored judge-free (see :func:`score_control`).
     """
 
-    n_queries: int = 24
+    n_queries: int = 8
     max_new_tokens: int = 32
     n_dilemmas: int = 0
-    n_mmlu: int = 200
+    n_mmlu: int = 100
     mmlu_arms: tuple[str, ...] = ("base", "conva_nogate", "conva")
     n_controls: int = 10
     control_arms: tuple[str, ...] = ("caa", "conva_nogate", "neva")
