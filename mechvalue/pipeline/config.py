@@ -113,9 +113,10 @@ class RunConfig:
         return json.loads(json.dumps(out, default=str))
 
     def section(self, step: str) -> dict:
-        """The fields step ``step`` reads (for its fingerprint); see :data:`STEP_FIELDS`."""
+        """The fields step ``step`` reads (for its fingerprint); see :data:`STEP_FIELDS` (``"study.n_controls"``:
+        one field of a nested section)."""
         j = self.to_json()
-        return {k: j[k] for k in STEP_FIELDS.get(step, ())}
+        return {k: (j[k.split(".")[0]][k.split(".")[1]] if "." in k else j[k]) for k in STEP_FIELDS.get(step, ())}
 
 
 #: which config fields each step's results depend on (model, values, seed, dtype and data are common to all)
@@ -125,7 +126,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "valuelocate": (*COMMON_FIELDS, "vl_max_questions", "vl_tau", "vl_causal_tau", "vl_factor", "vl_n_random",
                     "vl_dilemmas_per_value", "vl_items_per_value", "quick"),
     "conva": COMMON_FIELDS,
-    "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study"),  # study.n_controls random edits
+    "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study.n_controls"),  # that many random edits
     "dual": (*COMMON_FIELDS, "dual", "mmlu"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
     "circuits": (*COMMON_FIELDS, "circuit_values", "circuit_items", "circuit_exact_items", "circuit_validate"),
