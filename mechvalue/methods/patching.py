@@ -28,7 +28,6 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from mechvalue.analysis.metrics import bootstrap_ci
 from mechvalue.core.errors import MechvalueError
 from mechvalue.lm.patching import (
     AlignedItem,
@@ -126,18 +125,27 @@ def _patched(model, item: AlignedItem, component: str, units: Sequence[tuple], c
     return out
 
 
-def _tidy(method: str, component: str, units, effects: np.ndarray, gap: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Rows from per-item effects ``[item, unit]`` and gaps ``[item]`` (source - target)."""
+def _tidy(method: str, component: str, units, effects: np.ndarray, gap: np.ndarray, seed: int = 0,
+          n_boot: int = 1000) -> pd.DataFrame:
+    """Rows from per-item effects ``[item, unit]`` and gaps ``[item]`` (source - target): the mean effect with a
+    95% percentile bootstrap CI over items (one resampling shared by all units, computed as a matrix product)."""
+    effects = np.asarray(effects, float)
+    n = effects.shape[0]
     mean_gap = float(gap.mean())
-    rows = []
-    for u, (layer, pos, head, neuron) in enumerate(units):
-        e = effects[:, u]
-        est, lo, hi = bootstrap_ci(e, seed=seed) if len(e) > 1 else (float(e.mean()), np.nan, np.nan)
-        rows.append({"method": method, "component": component, "layer": layer, "position": pos, "head": head,
-                     "neuron": neuron, "effect": est,
-                     "normalized_effect": est / mean_gap if mean_gap != 0 else np.nan, "n": len(e),
-                     "ci_low": lo, "ci_high": hi})
-    return pd.DataFrame(rows, columns=list(PATCH_COLUMNS))
+    est = effects.mean(0)
+    lo = hi = np.full(effects.shape[1], np.nan)
+    if n > 1:
+        idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+        weights = np.stack([np.bincount(r, minlength=n) for r in idx]) / n  # [boot, item]
+        lo, hi = np.empty(effects.shape[1]), np.empty(effects.shape[1])
+        for start in range(0, effects.shape[1], 4096):
+            boots = weights @ effects[:, start:start + 4096]  # [boot, unit]
+            lo[start:start + 4096], hi[start:start + 4096] = np.quantile(boots, [0.025, 0.975], axis=0)
+    layer, pos, head, neuron = zip(*units) if units else ((), (), (), ())
+    return pd.DataFrame({"method": method, "component": component, "layer": list(layer), "position": list(pos),
+                         "head": list(head), "neuron": list(neuron), "effect": est,
+                         "normalized_effect": est / mean_gap if mean_gap != 0 else np.nan, "n": n,
+                         "ci_low": lo, "ci_high": hi}, columns=list(PATCH_COLUMNS))
 
 
 def patch_sweep(model, items: Sequence[AlignedItem], component: str, *, layers: Sequence[int] | None = None,
