@@ -88,3 +88,31 @@ def unchecked_shapes():
         yield
     finally:
         jaxtyping.config.update("jaxtyping_disable", False)
+
+
+# ---------------------------------------------------------------- command-line tests (tests/cli)
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Fails the test if a command loads a model before checking its input."""
+    import mechvalue.lm.models
+
+    def boom(*a, **k):
+        raise AssertionError("the model should not load before the input is checked")
+    monkeypatch.setattr(mechvalue.lm.models, "load_model", boom)
+
+
+@pytest.fixture(scope="module")
+def tiny8(tokenizer):
+    """Eight layers: room for ConVA's rule (the last five layers are never steered)."""
+    return make_tiny_model(tokenizer, n_layers=8, d_model=32, d_mlp=48, seed=2)
+
+
+@pytest.fixture
+def tiny(monkeypatch, tiny8, tmp_path):
+    """Every command's ``load_model`` returns the tiny model; caches go to a temporary folder."""
+    import mechvalue.lm.models
+
+    monkeypatch.setattr(mechvalue.lm.models, "load_model", lambda *a, **k: tiny8)
+    monkeypatch.setenv("MECHVALUE_CACHE", str(tmp_path / "cache"))
+    return tiny8

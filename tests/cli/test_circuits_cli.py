@@ -6,22 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_model
 
 import mechvalue.lm.models
 from mechvalue.cli.main import main
-
-
-@pytest.fixture(scope="module")
-def tiny8(tokenizer):
-    return make_tiny_model(tokenizer, n_layers=4, d_model=32, d_mlp=48, seed=2)
-
-
-@pytest.fixture
-def tiny(monkeypatch, tiny8, tmp_path):
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", lambda *a, **k: tiny8)
-    monkeypatch.setenv("MECHVALUE_CACHE", str(tmp_path / "cache"))
-    return tiny8
 
 
 def test_patch_mlp_prints_the_top_layers_and_writes_the_csv(tiny, tmp_path, capsys, one_thread):
@@ -29,7 +16,7 @@ def test_patch_mlp_prints_the_top_layers_and_writes_the_csv(tiny, tmp_path, caps
     assert main(["patch", "--value", "benevolence", "--component", "mlp", "--max-items", "3", "--out", str(out)]) == 0
     cap = capsys.readouterr()
     df = pd.read_csv(out)
-    assert len(df) == 4 and set(df.component) == {"mlp_out"} and (df.n == 3).all()
+    assert len(df) == tiny.cfg.n_layers and set(df.component) == {"mlp_out"} and (df.n == 3).all()
     assert "patching mlp from prompted into base" in cap.out and "normalized_effect" in cap.out
     assert "shared prompt tokens" in cap.err  # the alignment is stated
 
@@ -49,7 +36,7 @@ def test_attribute_atp_with_validation_and_dla(tiny, tmp_path, capsys, one_threa
     text = capsys.readouterr().out
     assert "Spearman" in text and (tmp_path / "a.validation.csv").exists()
     df = pd.read_csv(out)
-    assert set(df.component) == {"neurons", "heads"} and len(df[df.component == "neurons"]) == 4 * 48
+    assert set(df.component) == {"neurons", "heads"} and len(df[df.component == "neurons"]) == tiny.cfg.n_layers * 48
     assert main(["attribute", "--value", "benevolence", "--method", "dla", "--max-items", "2", "--json",
                  "--out", str(tmp_path / "d.csv")]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import make_tiny_model
 
-import mechvalue.lm.models
 from mechvalue.cli.commands import side_by_side
 from mechvalue.cli.main import main
 from mechvalue.methods.conva import ValueVectors
@@ -48,24 +46,9 @@ def test_every_command_help_shows_examples(command, capsys):
     assert "examples:" in out and f"mechvalue {command}" in out.split("examples:")[1]
 
 
-@pytest.fixture
-def no_model(monkeypatch):
-    def boom(*a, **k):
-        raise AssertionError("the model should not load before the input is checked")
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", boom)
 
 
-@pytest.fixture(scope="module")
-def tiny8(tokenizer):
-    """Eight layers: room for ConVA's rule (the last five layers are never steered)."""
-    return make_tiny_model(tokenizer, n_layers=8, d_model=32, d_mlp=48, seed=2)
 
-
-@pytest.fixture
-def tiny(monkeypatch, tiny8, tmp_path):
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", lambda *a, **k: tiny8)
-    monkeypatch.setenv("MECHVALUE_CACHE", str(tmp_path / "cache"))
-    return tiny8
 
 
 def _bad_files(tmp_path):

@@ -9,9 +9,7 @@ import re
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_model
 
-import mechvalue.lm.models
 from mechvalue.cli.main import main
 from mechvalue.cli.tables import merge_ci, sig, table
 
@@ -184,16 +182,8 @@ def test_errors_stay_one_line_with_json(tmp_path, capsys):
 # ---------------------------------------------------------------- commands on a tiny model
 
 
-@pytest.fixture(scope="module")
-def tiny8(tokenizer):
-    return make_tiny_model(tokenizer, n_layers=8, d_model=32, d_mlp=48, seed=2)
 
 
-@pytest.fixture
-def tiny(monkeypatch, tiny8, tmp_path):
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", lambda *a, **k: tiny8)
-    monkeypatch.setenv("MECHVALUE_CACHE", str(tmp_path / "cache"))
-    return tiny8
 
 
 def test_locate_prints_the_chance_level(tiny, tmp_path, capsys, one_thread):

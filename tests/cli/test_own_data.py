@@ -7,31 +7,10 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import make_tiny_model
 
-import mechvalue.lm.models
 from mechvalue.cli.main import main
 from mechvalue.core.values import VALUES
 from mechvalue.data.bundled import USER_DATA, data_file, load_dilemmas, load_pairs, load_queries, using_data
-
-
-@pytest.fixture
-def no_model(monkeypatch):
-    def boom(*a, **k):
-        raise AssertionError("the model should not load before the input is checked")
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", boom)
-
-
-@pytest.fixture(scope="module")
-def tiny8(tokenizer):
-    return make_tiny_model(tokenizer, n_layers=8, d_model=32, d_mlp=48, seed=2)
-
-
-@pytest.fixture
-def tiny(monkeypatch, tiny8, tmp_path):
-    monkeypatch.setattr(mechvalue.lm.models, "load_model", lambda *a, **k: tiny8)
-    monkeypatch.setenv("MECHVALUE_CACHE", str(tmp_path / "cache"))
-    return tiny8
 
 
 def _jsonl(path, rows):
