@@ -30,8 +30,8 @@ QUICK_VALUES: tuple[str, ...] = ("power", "benevolence")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 #: the quick preset: fields it sets unless the file or a flag set them
 QUICK_PRESET: dict[str, Any] = {"vl_max_questions": 8, "vl_n_random": 2, "vl_dilemmas_per_value": 1,
-                                "vl_items_per_value": 2, "n_audits": 2, "circuit_items": 6, "circuit_exact_items": 2,
-                                "circuit_validate": 10}
+                                "vl_items_per_value": 2, "n_audits": 2, "circuit_items": 4, "circuit_exact_items": 1,
+                                "circuit_validate": 5}
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class StudyConfig:
 
     @classmethod
     def quick(cls) -> StudyConfig:
-        return cls(n_queries=3, max_new_tokens=20, n_dilemmas=8, n_mmlu=16, n_controls=2)
+        return cls(n_queries=3, max_new_tokens=16, n_dilemmas=4, n_mmlu=8, n_controls=2)
 
     def __post_init__(self):
         for name in ("n_queries", "max_new_tokens", "batch_size"):
