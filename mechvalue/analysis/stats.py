@@ -22,9 +22,6 @@ from scipy import stats as _sp
 from mechvalue.analysis.checks import fail, numbers_1d
 from mechvalue.analysis.metrics import bootstrap_ci
 
-#: z quantiles of a two-sided test at alpha = 0.05 and of 80% power
-Z_ALPHA, Z_POWER = 1.959963984540054, 0.8416212335729143
-
 
 def mde(se: float, *, alpha: float = 0.05, power: float = 0.8) -> float:
     """Minimum detectable effect of a two-sided z test: ``(z_{1-alpha/2} + z_power) * se`` (units of ``se``)."""

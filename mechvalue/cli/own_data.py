@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from mechvalue.cli.progress import bar, say, status
@@ -87,7 +88,7 @@ def cmd_judge(args) -> None:
 
     ids, texts = read_texts(args.texts)  # before any model loads
     values = canonical_list(args.values.split(",")) if args.values else list(VALUES)
-    if args.judge == "openai" and not (args.endpoint or __import__("os").environ.get("OPENAI_BASE_URL")):
+    if args.judge == "openai" and not (args.endpoint or os.environ.get("OPENAI_BASE_URL")):
         raise UsageError("--judge openai needs --endpoint URL (or $OPENAI_BASE_URL) of an OpenAI-compatible server")
     model = None
     if args.judge == "classifier":

@@ -64,6 +64,12 @@ def data_fingerprint() -> str:
     return h.hexdigest()[:16]
 
 
+def shared_data_paths(rel: str) -> list[str]:
+    """Where a public dataset may lie: ``<shared>/data/<rel>`` beside the repository or the working folder."""
+    root = Path(__file__).resolve().parents[2]  # the repository
+    return [str(p / "shared" / "data" / rel) for p in (root.parent, Path.cwd().parent)]
+
+
 class RunFolder:
     """A run folder: where the artifacts go, the step records, and the shared objects built on first use
     (the model, the judge, MMLU, the pair features ConVA and NeVA share)."""
@@ -234,9 +240,7 @@ class RunFolder:
         beside the repository, or ``(None, None)``."""
         from mechvalue.data.public import load_touche
 
-        root = Path(__file__).resolve().parents[2]
-        candidates = [os.environ.get("MECHVALUE_TOUCHE")] + [str(p / "touche23_valueeval") for p in (
-            root.parent / "shared" / "data", Path.cwd().parent / "shared" / "data")]
+        candidates = [os.environ.get("MECHVALUE_TOUCHE")] + shared_data_paths("touche23_valueeval")
         for c in candidates:
             if c and (Path(c) / "arguments-validation.tsv").exists():
                 return load_touche(c, "validation"), c
@@ -248,9 +252,7 @@ class RunFolder:
         candidates = [self.config.mmlu] if self.config.mmlu else []
         if os.environ.get("MECHVALUE_MMLU"):
             candidates.append(os.environ["MECHVALUE_MMLU"])
-        root = Path(__file__).resolve().parents[2]  # the repository
-        candidates += [str(p / "mmlu" / "mmlu_validation.csv") for p in (root.parent / "shared" / "data",
-                                                                          Path.cwd().parent / "shared" / "data")]
+        candidates += shared_data_paths("mmlu/mmlu_validation.csv")
         for c in candidates:
             if c and Path(c).exists():
                 return load_mmlu(c), c

@@ -58,7 +58,7 @@ ARMS = METHOD_NAMES  # one arm per registered steering method
 class StudyConfig:
     """Sizes of the study. The judge-free instruments run at full size (every dilemma and portrait item of the
     target, 10 random controls); generations (8 per target and arm) and MMLU (100 per arm) are what the CPU
-    budget cut: 24 generations and 200 MMLU questions per arm took about 6.5 minutes per target on 2 cores.
+    budget cut: 24 generations and 200 MMLU questions per arm took about 7 minutes for the first target on 2 cores.
 
     ``n_queries``: generations per target and arm; ``n_dilemmas``: the target's dilemmas scored per arm (0 = all
     of them; its portrait items are always all scored); ``n_mmlu``: MMLU questions per arm of ``mmlu_arms``

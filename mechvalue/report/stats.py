@@ -19,10 +19,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mechvalue.analysis.stats import mde
+
 #: two-sided critical value of the standard normal at alpha = 0.05
 Z_ALPHA = 1.96
-#: the standard normal's 80th percentile (power 0.8)
-Z_POWER = 0.8416
 
 
 def _finite(*xs) -> bool:
@@ -40,8 +40,9 @@ def se_from_ci(ci_low: float, ci_high: float) -> float:
 
 
 def mde_from_ci(ci_low: float, ci_high: float) -> float:
-    """Minimum detectable effect at 80% power, two-sided alpha 0.05: ``(1.96 + 0.8416) * se_from_ci(...)``."""
-    return (Z_ALPHA + Z_POWER) * se_from_ci(ci_low, ci_high)
+    """Minimum detectable effect at 80% power, two-sided alpha 0.05: ``(1.96 + 0.8416) * se_from_ci(...)``
+    (:func:`mechvalue.analysis.stats.mde`, the one formula)."""
+    return mde(se_from_ci(ci_low, ci_high))
 
 
 def covers_zero(ci_low: float, ci_high: float) -> bool:
