@@ -33,7 +33,7 @@ Method:
   rotating order (interleaving spreads drift and noise from other processes evenly); report
   median times over repetitions, and, as a robust second estimate, the median over
   decode steps of per-step forward-time ratios (the forward calls are timed by a thin
-  wrapper around ``mechvalue.lm.generation._forward`` / HF module hooks on the top module);
+  wrapper around ``mechvalue.lm.backends.forward`` / HF module hooks on the top module);
 - profile (separate short run, ``--profile-tokens``): per decode step, time spent in
   TransformerLens components (QKV, KV concat, rotary, scores, causal mask, z, MLP, norms,
   unembed, the mechvalue hook) vs the HF ones (rotary, cache update, SDPA, MLP, norms,
@@ -139,11 +139,11 @@ def nn_linear_layout(model) -> None:
     model.unembed.W_U.data = model.unembed.W_U.data.T.contiguous().T
 
 
-def forward_last_logits(model, tokens, attention_mask, cache):
+def forward_last_logits(model, tokens, attention_mask, **kwargs):
     """Prompt pass computing logits only at the last position (what HF's ``logits_to_keep=1`` does)."""
     if tokens.shape[1] == 1:
-        return model(tokens, attention_mask=attention_mask, past_kv_cache=cache)
-    resid = model(tokens, attention_mask=attention_mask, past_kv_cache=cache, stop_at_layer=model.cfg.n_layers)
+        return model(tokens, attention_mask=attention_mask, **kwargs)
+    resid = model(tokens, attention_mask=attention_mask, stop_at_layer=model.cfg.n_layers, **kwargs)
     return model.unembed(model.ln_final(resid[:, -1:]))
 
 
@@ -182,6 +182,7 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     import mechvalue.interventions.install as mvi
+    import mechvalue.lm.backends as BK
     import mechvalue.lm.generation as G
     from mechvalue.interventions.install import AddVector
     from mechvalue.lm.models import load_model, offline_gguf_path
@@ -229,17 +230,17 @@ def main(argv=None) -> dict:
 
     # ---- timing instrumentation (a wrapper per forward call: negligible next to a forward)
     rec = Recorder()
-    orig_forward = G._forward
+    orig_forward = BK.forward
     impl = {"fn": orig_forward}
 
-    def timed_forward(m, tokens, attention_mask, cache):
+    def timed_forward(m, tokens, attention_mask, **kwargs):
         rec.phase = "prefill" if tokens.shape[1] > 1 else "decode"
         t0, c0 = time.perf_counter(), time.process_time()
-        out = impl["fn"](m, tokens, attention_mask, cache)
+        out = impl["fn"](m, tokens, attention_mask, **kwargs)
         rec.calls.append((rec.phase, time.perf_counter() - t0, time.process_time() - c0))
         return out
 
-    G._forward = timed_forward
+    BK.forward = timed_forward
     hf_t0 = [0.0, 0.0]
 
     def hf_pre(mod, a, kw):
@@ -393,7 +394,7 @@ def main(argv=None) -> dict:
         "load_warning": load_warning,
         "wall_s": None,
     }
-    G._forward = orig_forward
+    BK.forward = orig_forward
     res["wall_s"] = time.perf_counter() - t_start
     out = C.write_json(args.out, res)
 

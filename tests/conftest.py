@@ -7,6 +7,8 @@ here, before any test imports mechvalue.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 from jaxtyping import install_import_hook
@@ -16,7 +18,8 @@ _shape_hook = install_import_hook(list(_SHAPE_CHECKED), "shape_checking.typechec
 
 import pytest  # noqa: E402  (after the hook, so mechvalue is imported with it)
 import torch  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+
+from mechvalue.lm.backends import hooked_available  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -34,9 +37,20 @@ def tokenizer(smollm):
     return smollm.tokenizer
 
 
+#: the backend tiny models are built on: "hooked" (TransformerLens 3's HookedTransformer) or "bridge"
+#: (a tiny HF Llama wrapped as a TransformerBridge); the default is "bridge" where HookedTransformer is gone
+TEST_BACKEND = os.environ.get("MECHVALUE_TEST_BACKEND") or ("hooked" if hooked_available() else "bridge")
+
+
 def make_tiny_model(tokenizer, *, n_layers: int = 3, d_model: int = 32, d_mlp: int = 48, seed: int = 0,
-                    gated: bool = True) -> HookedTransformer:
-    """A small random Llama-style HookedTransformer sharing the real tokenizer."""
+                    gated: bool = True, backend: str | None = None):
+    """A small random Llama-style model sharing the real tokenizer, on ``backend`` (default
+    :data:`TEST_BACKEND`): a ``HookedTransformer``, or a tiny HF Llama of the same shape as a bridge."""
+    backend = backend or TEST_BACKEND
+    if backend == "bridge":
+        return _tiny_bridge(tokenizer, n_layers, d_model, d_mlp, seed)
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
     cfg = HookedTransformerConfig(
         n_layers=n_layers, d_model=d_model, d_head=8, n_heads=4, n_key_value_heads=2, d_mlp=d_mlp,
         d_vocab=len(tokenizer), n_ctx=512, act_fn="silu", normalization_type="RMS",
@@ -47,6 +61,22 @@ def make_tiny_model(tokenizer, *, n_layers: int = 3, d_model: int = 32, d_mlp: i
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
     model.mechvalue_info = {"model_id": f"tiny-{seed}", "processing": "none"}
     return model.eval()
+
+
+def _tiny_bridge(tokenizer, n_layers: int, d_model: int, d_mlp: int, seed: int):
+    from transformers import AutoModelForCausalLM
+
+    from mechvalue.lm.families import tiny_config
+    from mechvalue.lm.models import load_model
+
+    folder = Path(tempfile.mkdtemp(prefix="mechvalue-tiny-"))
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(tiny_config("llama", tokenizer, n_layers=n_layers, d_model=d_model,
+                                                 d_mlp=d_mlp, init_range=0.02)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = load_model(folder, device="cpu", backend="bridge")
+    model.mechvalue_info = {**model.mechvalue_info, "model_id": f"tiny-{seed}"}
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from mechvalue.core.artifacts import load_tensors, save_tensors
 from mechvalue.core.errors import CorruptFileError, DataError, HookError, MechvalueError
 from mechvalue.core.hooks import check_hook, check_layers, mlp_hook, resid_hook
+from mechvalue.lm.backends import backend_of, forward
 from mechvalue.lm.models import artifact_model, check_artifact_model, model_info
 from mechvalue.lm.prompts import Example, Span, TokenBatch, check_count, context_limit, iter_batches
 
@@ -174,13 +175,11 @@ def _normalize_features(model, features) -> dict[str, str]:
 
 
 def _run(model, batch: TokenBatch, hooks, stop_at_layer: int | None) -> None:
-    from transformer_lens import HookedTransformer
-
-    with model.hooks(fwd_hooks=hooks):
-        if isinstance(model, HookedTransformer):  # explicit mask: never inferred from pad-token ids
-            model(batch.tokens, attention_mask=batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
+    with model.hooks(fwd_hooks=hooks):  # explicit mask on both backends: never inferred from pad-token ids
+        if backend_of(model) == "hooked":
+            forward(model, batch.tokens, batch.attention_mask, return_type=None, stop_at_layer=stop_at_layer)
         else:
-            model(batch.tokens)
+            forward(model, batch.tokens, batch.attention_mask)
 
 
 def _fingerprint(examples: Sequence[Example], settings: dict) -> str:

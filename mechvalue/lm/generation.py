@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.interventions.install import ActivationGate, RunContext, Spec, flatten_specs, intervene
+from mechvalue.lm.backends import Decoder, logits_at
 from mechvalue.lm.prompts import Example, TokenBatch, chat, check_count, context_limit, prompt_text, tokenize
 
 
@@ -102,29 +103,11 @@ def _sample(logits: Float[Tensor, "batch vocab"], temperature: float, top_p: flo
     return torch.multinomial(probs.cpu(), 1, generator=gen).squeeze(-1).to(logits.device)
 
 
-def logits_at(model, tokens: Int[Tensor, "batch pos"], attention_mask: Tensor, rows: Tensor,
-              cols: Tensor) -> Float[Tensor, "k vocab"]:
-    """Logits only at positions ``(rows[i], cols[i])``: the unembedding (a fifth of a small model's
-    FLOPs, and a ``[batch, pos, vocab]`` tensor) is skipped elsewhere. Installed hooks apply."""
-    grabbed = {}
-
-    def grab(act, hook):
-        grabbed["x"] = act
-    last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"  # after every installed edit of that hook
-    model.run_with_hooks(tokens, attention_mask=attention_mask, return_type=None, fwd_hooks=[(last, grab)])
-    x = grabbed["x"][rows, cols][None]  # [1, k, d_model]
-    return model.unembed(model.ln_final(x))[0]
-
-
-def _forward(model, tokens, attention_mask, cache):
-    return model(tokens, attention_mask=attention_mask, past_kv_cache=cache)
-
-
 @torch.inference_mode()
 def generate(model, prompts: Sequence[str | Example] | str | Example, interventions=(), *,
              max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
              stop: Sequence[str] | str | None = None, seed: int = 0, batch_size: int = 16,
-             return_logprobs: bool = False, progress: bool = False) -> Generation:
+             return_logprobs: bool = False, progress: bool = False, use_cache: bool = True) -> Generation:
     """Generate continuations of ``prompts`` (strings are user turns in the intrinsic chat condition).
 
     ``interventions`` is a spec or list of specs (see :mod:`mechvalue.interventions.install`), applied
@@ -132,6 +115,8 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
     ``temperature=0`` is greedy. Generation of a row ends at EOS, at ``max_new_tokens`` or
     at the first stop string (which is cut from the text). Per-row gate and alpha tensors
     follow the order of ``prompts`` (rows are sorted by length and batched internally).
+    ``use_cache=False`` re-runs the whole sequence at every step (the reference for the KV cache).
+    Works on both backends (:mod:`mechvalue.lm.backends`).
     """
     examples = _as_examples(prompts)
     max_new_tokens = check_count(max_new_tokens, "max_new_tokens")
@@ -150,8 +135,8 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
         ctx = RunContext.from_batch(batch.attention_mask, batch.prompt_mask,
                                     [examples[i].user for i in idx], [examples[i] for i in idx])
         with intervene(model, _for_rows(interventions, idx, len(examples)), context=ctx):
-            new_tokens, new_lps = _generate_batch(model, batch, ctx, max_new_tokens, (temperature, top_p, gen),
-                                                  eos, stops)
+            new_tokens, new_lps = _generate_batch(Decoder(model, use_cache), batch, ctx, max_new_tokens,
+                                                  (temperature, top_p, gen), eos, stops)
         for r, i in enumerate(idx):
             text = tok.decode([t for t in new_tokens[r] if t not in eos], skip_special_tokens=True)
             for s in stops:
@@ -161,18 +146,16 @@ def generate(model, prompts: Sequence[str | Example] | str | Example, interventi
     return Generation(texts, tokens_out, lps_out if return_logprobs else None)
 
 
-def _generate_batch(model, batch: TokenBatch, ctx: RunContext, max_new_tokens: int, sampling: tuple,
+def _generate_batch(decoder: Decoder, batch: TokenBatch, ctx: RunContext, max_new_tokens: int, sampling: tuple,
                     eos: set[int], stops: list[str]) -> tuple[list[list[int]], list[list[float]]]:
-    """The KV-cached loop of one left-padded batch (interventions installed by the caller)."""
-    from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
-
+    """The decoding loop of one left-padded batch (interventions installed by the caller)."""
+    model = decoder.model
     tok, device, b = model.tokenizer, next(model.parameters()).device, batch.tokens.shape[0]
-    cache = TransformerLensKeyValueCache.init_cache(model.cfg, device, b)
     done = torch.zeros(b, dtype=torch.bool)
     new_tokens: list[list[int]] = [[] for _ in range(b)]
     new_lps: list[list[float]] = [[] for _ in range(b)]
-    tokens, attn = batch.tokens.to(device), batch.attention_mask.to(device)
-    logits = _forward(model, tokens, attn, cache)[:, -1]
+    tokens = batch.tokens.to(device)
+    logits = decoder.prefill(tokens, batch.attention_mask.to(device))
     for step in range(max_new_tokens):
         nxt = _sample(logits, *sampling)
         logp = torch.log_softmax(logits.float(), -1).gather(-1, nxt[:, None]).squeeze(-1)
@@ -186,8 +169,8 @@ def _generate_batch(model, batch: TokenBatch, ctx: RunContext, max_new_tokens: i
                 done[r] = True
         if bool(done.all()) or step == max_new_tokens - 1:
             break
-        ctx.past_len = tokens.shape[1] + step
-        logits = _forward(model, nxt[:, None], torch.ones(b, 1, dtype=attn.dtype, device=device), cache)[:, -1]
+        ctx.past_len = tokens.shape[1] + step if decoder.use_cache else 0
+        logits = decoder.step(nxt)
     return new_tokens, new_lps
 
 

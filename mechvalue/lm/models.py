@@ -8,8 +8,11 @@ library versions), so later loads skip the GGUF decode and the conversion.
 
 Hub names work for users with network access or a populated Hugging Face cache: models
 TransformerLens lists load through ``HookedTransformer.from_pretrained``; other
-Llama/Qwen2/Mistral-family checkpoints go through the same config conversion as the
-GGUF path. Weight processing (``fold_ln``, centering) is explicit and recorded on the
+checkpoints (and local folders) go through the same config conversion as the GGUF path.
+Where TransformerLens has no ``HookedTransformer`` converter for the architecture (Gemma-2/3,
+OLMo-2 on 3.9), or on TransformerLens 4 (which removed ``HookedTransformer``), the model loads
+as a ``TransformerBridge`` in compatibility mode instead (``backend="auto"``), recorded in
+:func:`model_info` as ``backend``. Weight processing (``fold_ln``, centering) is explicit and recorded on the
 model (:func:`model_info`), because value vectors and ``W_out`` rows must come from the
 same setting.
 """
@@ -25,13 +28,16 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from mechvalue.core.artifacts import atomic_path, package_versions, write_json_atomic
-from mechvalue.core.errors import CorruptFileError, ModelUnavailableError
+from mechvalue.core.errors import CorruptFileError, ModelUnavailableError, UsageError
+from mechvalue.lm.backends import BACKENDS, backend_of, boot_bridge, hooked_available, require_hooked
+
+if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer: imported where used
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 OFFLINE_DEFAULT = "smollm2-135m-instruct"
 SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -106,6 +112,7 @@ def model_info(model: Any) -> dict[str, Any]:
     cfg = model.cfg
     info.setdefault("model_id", getattr(cfg, "model_name", "unknown"))
     info.setdefault("processing", "unknown")
+    info["backend"] = backend_of(model)
     info.update(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp)
     info["dtype"] = str(getattr(cfg, "dtype", "unknown")).removeprefix("torch.")
     return info
@@ -158,6 +165,7 @@ def _device(device: str | torch.device | None) -> str:
 def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProcessing, device: str,
                     dtype: torch.dtype) -> HookedTransformer:
     """Convert a loaded HF causal LM with TransformerLens' converters (no hub access)."""
+    from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as loading
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -167,11 +175,15 @@ def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProces
             config.architectures = [type(hf_model).__name__]
         if hasattr(config, "quantization_config"):  # weights are already dequantized
             del config.quantization_config
+        if getattr(config, "n_ctx", None) is None and getattr(config, "n_positions", None):
+            config.n_ctx = config.n_positions  # GPT-2: transformers 5 dropped the alias TL's converter reads
         config.save_pretrained(cfg_dir)
         try:
             cfg = loading.get_pretrained_model_config(
                 str(cfg_dir), fold_ln=processing.fold_ln, device=device, dtype=dtype
             )
+            if getattr(config, "n_inner", None):  # GPT-2 with a non-default MLP width (TL assumes 4 * d_model)
+                cfg.d_mlp = int(config.n_inner)
             state_dict = loading.get_pretrained_state_dict(str(cfg_dir), cfg, hf_model, dtype=dtype)
         except (NotImplementedError, KeyError, ValueError) as exc:
             arch = (getattr(config, "architectures", None) or ["?"])[0]
@@ -223,6 +235,7 @@ def _load_cache(folder: Path, device: str, dtype: torch.dtype) -> HookedTransfor
     if not (folder / "meta.json").exists():
         return None
     from safetensors.torch import load_file
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
     from transformers import AutoTokenizer
 
     try:
@@ -240,11 +253,42 @@ def _load_cache(folder: Path, device: str, dtype: torch.dtype) -> HookedTransfor
     return model.to(device)
 
 
+def _bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing, device: str,
+            dtype: torch.dtype, reason: str):
+    hf_model = hf_model.to(dtype)
+    model = boot_bridge(hf_model, tokenizer, model_id, processing.to_dict(), device)
+    model.mechvalue_info = {"model_id": model_id, "source": source, "processing": processing.to_dict(),
+                            "dtype": str(dtype), "backend_reason": reason}
+    return model
+
+
+def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing,
+                      device: str, dtype: torch.dtype, backend: str, extra_meta: dict | None = None):
+    """``HookedTransformer`` where asked for and possible, else (``auto``) the bridge, with the reason recorded."""
+    if backend == "bridge":
+        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, "asked for")
+    if not hooked_available():
+        if backend == "hooked":
+            require_hooked(f"backend='hooked' for {model_id}")
+        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype,
+                       "TransformerLens 4 has no HookedTransformer")
+    try:
+        model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype)
+    except ModelUnavailableError as exc:
+        if backend == "hooked":
+            raise
+        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, str(exc))
+    model.mechvalue_info = {"model_id": model_id, "source": source, "processing": processing.to_dict(),
+                            "dtype": str(dtype), **(extra_meta or {})}
+    return model
+
+
 def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
-               cache: bool, cache_dir: Path | None) -> HookedTransformer:
+               cache: bool, cache_dir: Path | None, backend: str):
     source_hash = _file_sha256(path)
+    use_cache = cache and backend != "bridge" and hooked_available()
     folder = (cache_dir or default_cache_dir()) / "models" / _cache_key(source_hash, processing, dtype)
-    if cache:
+    if use_cache:
         model = _load_cache(folder, device, dtype)
         if model is not None:
             return model
@@ -252,19 +296,15 @@ def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: 
 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype)
-    del hf_model
-    meta = {"model_id": model_id, "source": str(path), "source_sha256": source_hash,
-            "processing": processing.to_dict(), "dtype": str(dtype), "created": time.time()}
-    model.mechvalue_info = meta
-    if cache:
-        _save_cache(folder, model, tokenizer, meta)
+    meta = {"source_sha256": source_hash, "created": time.time()}
+    model = _hooked_or_bridge(hf_model, tokenizer, model_id, str(path), processing, device, dtype, backend, meta)
+    if use_cache and backend_of(model) == "hooked":
+        _save_cache(folder, model, tokenizer, model.mechvalue_info)
     return model
 
 
 def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
-              local_files_only: bool) -> HookedTransformer:
-    from transformer_lens import loading_from_pretrained as loading
+              local_files_only: bool, backend: str):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     hint = (f"could not load {name!r}: it is neither cached locally nor reachable on the Hugging Face hub. "
@@ -275,12 +315,17 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
         AutoConfig.from_pretrained(name, local_files_only=local_files_only)
     except OSError as exc:
         raise ModelUnavailableError(f"{hint} ({type(exc).__name__})") from exc
-    try:
-        loading.get_official_model_name(name)
-        tl_supported = True
-    except ValueError:
-        tl_supported = False
-    if tl_supported and not Path(name).exists():
+    tl_supported = False
+    if backend != "bridge" and hooked_available() and not Path(name).exists():
+        from transformer_lens import loading_from_pretrained as loading
+        try:
+            loading.get_official_model_name(name)
+            tl_supported = True
+        except ValueError:
+            pass
+    if tl_supported:
+        from transformer_lens import HookedTransformer
+
         kwargs = {"local_files_only": True} if local_files_only else {}
         try:
             model = HookedTransformer.from_pretrained(
@@ -288,16 +333,15 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
             )
         except OSError as exc:
             raise ModelUnavailableError(f"{hint} ({exc})") from exc
-    else:
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
-            hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
-        except OSError as exc:
-            raise ModelUnavailableError(f"{hint} ({exc})") from exc
-        model = _hooked_from_hf(hf_model, tokenizer, name, processing, device, dtype)
-    model.mechvalue_info = {"model_id": name, "source": name, "processing": processing.to_dict(),
-                            "dtype": str(dtype)}
-    return model
+        model.mechvalue_info = {"model_id": name, "source": name, "processing": processing.to_dict(),
+                                "dtype": str(dtype)}
+        return model
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
+        hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
+    except OSError as exc:
+        raise ModelUnavailableError(f"{hint} ({exc})") from exc
+    return _hooked_or_bridge(hf_model.eval(), tokenizer, str(name), str(name), processing, device, dtype, backend)
 
 
 def _linear_layout(model: HookedTransformer) -> None:
@@ -327,8 +371,8 @@ def _linear_layout(model: HookedTransformer) -> None:
 def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
                dtype: torch.dtype | str = torch.float32, processing: str | WeightProcessing | None = "none",
                cache: bool = True, cache_dir: str | os.PathLike | None = None,
-               local_files_only: bool | None = None) -> HookedTransformer:
-    """Load a model as a ``HookedTransformer`` in eval mode.
+               local_files_only: bool | None = None, backend: str = "auto"):
+    """Load a model as a ``HookedTransformer`` or a ``TransformerBridge``, in eval mode.
 
     Args:
         name: ``None`` (or ``"smollm2-135m-instruct"``) for the offline default; a path to a
@@ -339,7 +383,14 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
             :class:`WeightProcessing`; recorded in :func:`model_info`.
         cache: cache converted GGUF weights on disk (``cache_dir`` or :func:`default_cache_dir`).
         local_files_only: for hub names; defaults to ``True`` when ``HF_HUB_OFFLINE`` is set.
+        backend: ``"auto"`` (``HookedTransformer`` where TransformerLens can convert the
+            architecture, else the bridge), ``"hooked"`` or ``"bridge"``; the one used is
+            ``model_info(model)["backend"]``.
     """
+    if backend not in ("auto", *BACKENDS):
+        raise UsageError(f"backend={backend!r} is not one of auto, {', '.join(BACKENDS)}")
+    if backend == "hooked":
+        require_hooked("backend='hooked'")
     processing = WeightProcessing.parse(processing)
     device, torch_dtype = _device(device), _dtype(dtype)
     cache_path = Path(cache_dir) if cache_dir is not None else None
@@ -348,44 +399,25 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
     key = str(name).lower() if name is not None else OFFLINE_DEFAULT
     if key in _ALIASES:
         model = _load_gguf(offline_gguf_path(), SMOLLM2_HUB_NAME, processing, device, torch_dtype,
-                           cache, cache_path)
+                           cache, cache_path, backend)
     elif str(name).endswith(".gguf"):
         path = Path(name)
         if not path.exists():
             raise ModelUnavailableError(f"GGUF file {path} does not exist")
-        model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path)
+        model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path, backend)
     else:
-        model = _load_hub(str(name), processing, device, torch_dtype, local_files_only)
-    _linear_layout(model)
+        model = _load_hub(str(name), processing, device, torch_dtype, local_files_only, backend)
+    if backend_of(model) == "hooked":
+        _linear_layout(model)
     model.eval()
     return model
 
 
 def load_bridge(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
-                processing: str | WeightProcessing | None = "none"):
-    """The offline default (or a ``.gguf`` file) as a ``TransformerBridge`` in compatibility mode.
+                processing: str | WeightProcessing | None = "none", **kwargs):
+    """``load_model(name, backend="bridge", ...)``: a ``TransformerBridge`` in compatibility mode.
 
     Statistics and hooks in mechvalue use only the API the bridge shares with
     ``HookedTransformer``, so either class can be passed wherever a model is expected.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = offline_gguf_path() if name is None or str(name).lower() in _ALIASES else Path(name)
-    if path.suffix != ".gguf" or not path.exists():
-        raise ModelUnavailableError(f"load_bridge takes the offline default or a .gguf path, not {name!r}")
-    processing = WeightProcessing.parse(processing)
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    if not getattr(hf_model.config, "architectures", None):
-        hf_model.config.architectures = [type(hf_model).__name__]
-    model_id = SMOLLM2_HUB_NAME if path == offline_gguf_path() else path.stem
-    bridge = TransformerBridge.boot_transformers(model_id, hf_model=hf_model, tokenizer=tokenizer,
-                                                 device=_device(device))
-    if processing == WeightProcessing():
-        bridge.enable_compatibility_mode(disable_warnings=True, no_processing=True)
-    else:
-        bridge.enable_compatibility_mode(disable_warnings=True, **processing.to_dict())
-    bridge.mechvalue_info = {"model_id": model_id, "source": str(path), "processing": processing.to_dict(),
-                             "dtype": "torch.float32", "class": "TransformerBridge"}
-    return bridge
+    return load_model(name, device=device, processing=processing, backend="bridge", **kwargs)
