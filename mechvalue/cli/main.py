@@ -19,6 +19,7 @@ import textwrap
 from mechvalue.cli.circuits import PATCH_COMPONENTS, add_circuit_opts
 from mechvalue.cli.commands import COMMANDS, cmd_data_check, cmd_info
 from mechvalue.core.errors import MechvalueError, UsageError
+from mechvalue.core.hooks import BACKENDS
 from mechvalue.methods.registry import CLI_METHODS
 from mechvalue.pipeline.config import STEPS
 
@@ -53,6 +54,9 @@ def _model_opts() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="model name, .gguf path or local folder (default: offline SmolLM2)")
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--dtype", default="float32", help="float32 (default), bfloat16, float16")
+    p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
+                   help="HookedTransformer (hooked) or TransformerBridge (bridge); auto: hooked where "
+                        "TransformerLens converts the architecture (see `mechvalue models`)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -99,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "replace the bundled ones of the same kind and value, validated before anything runs")
     p.add_argument("--force-step", default=None, metavar="STEPS",
                    help="recompute these steps (comma-separated) even if their inputs are unchanged")
-    p.set_defaults(dtype=None, batch_size=None, seed=None)  # unset flags fall back to the file, then the defaults
+    # unset flags fall back to the file, then the defaults
+    p.set_defaults(dtype=None, batch_size=None, seed=None, backend=None)
     p = _cmd(sub, "locate", "ValueLocate: value neurons from activation-probability differences", """
         mechvalue locate
         mechvalue locate --tau 0.05 --max-questions 40 --out runs/locate""", [_model_opts()])
@@ -197,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = _cmd(sub, "data", "inspect the bundled datasets", "mechvalue data check")
     d.add_argument("action", choices=["check"], help="check: counts, duplicates, context-bias per value")
     _cmd(sub, "info", "show the offline model path, cache folder and package versions", "mechvalue info")
+    p = _cmd(sub, "models", "the supported architecture families, the backend each loads with, hooks, the papers' "
+             "layers", """
+        mechvalue models
+        mechvalue models --no-probe --json""")
+    p.add_argument("--no-probe", action="store_true",
+                   help="print the table without building and loading a tiny model of each family (~1 s each)")
     return parser
 
 
@@ -293,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                 COMMANDS["show"](argparse.Namespace(run_dir=out or args.run_config.out, json=True))
         elif args.command == "data":
             return cmd_data_check(args)
+        elif args.command == "models":
+            from mechvalue.cli.families import cmd_models
+
+            cmd_models(args)
         elif args.command == "info":
             cmd_info(args)
         else:

@@ -12,6 +12,9 @@ from mechvalue.core.errors import HookError
 
 RESID_HOOKS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post")
 
+#: the model classes mechvalue runs on (:mod:`mechvalue.lm.backends`); ``load_model`` also takes ``"auto"``
+BACKENDS = ("hooked", "bridge")
+
 
 def resid_hook(layer: int, hook: str = "hook_resid_post") -> str:
     return f"blocks.{layer}.{hook}"

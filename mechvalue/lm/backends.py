@@ -22,9 +22,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from mechvalue.core.errors import ModelUnavailableError
+from mechvalue.core.hooks import BACKENDS
 
-#: the backends mechvalue runs on (``load_model(backend=...)`` also takes ``"auto"``)
-BACKENDS = ("hooked", "bridge")
+__all__ = ["BACKENDS", "Decoder", "backend_of", "boot_bridge", "forward", "hooked_available", "logits_at",
+           "require_hooked", "tl_major"]
 
 
 def tl_major() -> int:

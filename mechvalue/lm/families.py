@@ -99,3 +99,22 @@ def support_table() -> list[dict[str, str]]:
                      "neurons (mlp.hook_post)": "yes", "seed models": ", ".join(fam.seed_models) or "-",
                      "papers' layers": fam.layers or "-", "transformer-lens": str(tl_major())})
     return rows
+
+
+def probe_family(family: str, tokenizer, folder) -> dict[str, Any]:
+    """Build a tiny random model of ``family`` in ``folder``, load it as ``load_model(folder)`` would
+    (backend ``auto``) and report the backend it got and which of :data:`REQUIRED_HOOKS` it has (layer 0)."""
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from mechvalue.lm.models import load_model, model_info
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(tiny_config(family, tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    model = load_model(folder, device="cpu")
+    missing = [h for h in REQUIRED_HOOKS if f"blocks.0.{h}" not in model.hook_dict]
+    return {"backend": model_info(model)["backend"], "missing_hooks": missing}

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mechvalue.core.errors import CorruptFileError, UsageError
+from mechvalue.core.hooks import BACKENDS
 from mechvalue.core.values import VALUES, canonical_list
 
 #: the steps of ``mechvalue run``, in the order they run (one source of truth: the CLI and the runner read it)
@@ -43,13 +44,16 @@ class RunConfig:
     split-half chance level is at most 10% of the selection); ``vl_factor`` the multiplier of located
     neurons in the causal test; ``neva_budget`` the fraction of candidate neurons NeVA keeps; ``neva_C``
     the inverse L1 strength of NeVA's probes; ``data`` a folder laid out like ``data/`` whose JSONL files
-    replace the bundled ones of the same kind and value (``--data DIR``).
+    replace the bundled ones of the same kind and value (``--data DIR``); ``backend`` the model class
+    (``auto``: ``HookedTransformer`` where TransformerLens converts the architecture, else
+    ``TransformerBridge``; see :func:`mechvalue.lm.models.load_model`).
     """
 
     model: str | None = None
     values: tuple[str, ...] = VALUES
     device: str | None = None
     dtype: str = "float32"
+    backend: str = "auto"
     out: str = "runs/default"
     seed: int = 0
     quick: bool = False
@@ -120,7 +124,7 @@ class RunConfig:
 
 
 #: which config fields each step's results depend on (model, values, seed, dtype and data are common to all)
-COMMON_FIELDS = ("model", "values", "dtype", "seed", "data")
+COMMON_FIELDS = ("model", "backend", "values", "dtype", "seed", "data")
 STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "judge": COMMON_FIELDS,
     "valuelocate": (*COMMON_FIELDS, "vl_max_questions", "vl_tau", "vl_causal_tau", "vl_factor", "vl_n_random",
@@ -134,7 +138,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "report": (),
 }
 
-_TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "out": str, "seed": int, "quick": bool,
+_TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "backend": str, "out": str, "seed": int,
+                          "quick": bool,
                           "batch_size": int, "mmlu": str, "data": str, "vl_max_questions": int, "vl_tau": float,
                           "vl_causal_tau": (float, str), "vl_factor": float, "vl_n_random": int,
                           "vl_dilemmas_per_value": int, "vl_items_per_value": int, "neva_budget": float,
@@ -172,6 +177,8 @@ def _check_field(name: str, v: Any, source: str):
     v = _check_type(name, v, _TYPES[name], source)
     if name == "dtype" and v not in DTYPES:
         raise UsageError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {v!r}")
+    if name == "backend" and v not in ("auto", *BACKENDS):
+        raise UsageError(f"{source}: backend must be one of auto, {', '.join(BACKENDS)}, got {v!r}")
     positive = ("batch_size", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value", "vl_items_per_value",
                 "circuit_items", "circuit_exact_items", "circuit_validate")
     if name in positive and v < 1:

@@ -214,7 +214,8 @@ class RunFolder:
         if self._model is None:
             from mechvalue.lm.models import load_model
 
-            self._model = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype)
+            self._model = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype,
+                                     backend=self.config.backend)
         return self._model
 
     @property
