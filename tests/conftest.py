@@ -75,7 +75,7 @@ def _tiny_bridge(tokenizer, n_layers: int, d_model: int, d_mlp: int, seed: int):
                                                  d_mlp=d_mlp, init_range=0.02)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     model = load_model(folder, device="cpu", backend="bridge")
-    model.mechvalue_info = {**model.mechvalue_info, "model_id": f"tiny-{seed}"}
+    model.mechvalue_info = {**model.mechvalue_info, "model_id": f"tiny-{seed}", "processing": "none"}
     return model
 
 

@@ -114,7 +114,9 @@ def model_info(model: Any) -> dict[str, Any]:
     info.setdefault("processing", "unknown")
     info["backend"] = backend_of(model)
     info.update(n_layers=cfg.n_layers, d_model=cfg.d_model, d_mlp=cfg.d_mlp)
-    info["dtype"] = str(getattr(cfg, "dtype", "unknown")).removeprefix("torch.")
+    param = next((p for p in model.parameters() if p.is_floating_point()), None) if hasattr(model, "parameters") \
+        else None  # the weights' dtype: a bridge's cfg.dtype does not follow hf_model.to(dtype)
+    info["dtype"] = str(param.dtype if param is not None else getattr(cfg, "dtype", "unknown")).removeprefix("torch.")
     return info
 
 
