@@ -69,10 +69,11 @@ def _tiny_bridge(tokenizer, n_layers: int, d_model: int, d_mlp: int, seed: int):
     from mechvalue.lm.families import tiny_config
     from mechvalue.lm.models import load_model
 
+    # HookedTransformer's default init std, 0.8 / sqrt(d_model): the same logit scale as the hooked tiny models
     folder = Path(tempfile.mkdtemp(prefix="mechvalue-tiny-"))
     torch.manual_seed(seed)
     AutoModelForCausalLM.from_config(tiny_config("llama", tokenizer, n_layers=n_layers, d_model=d_model,
-                                                 d_mlp=d_mlp, init_range=0.02)).save_pretrained(folder)
+                                                 d_mlp=d_mlp, init_range=0.8 / d_model ** 0.5)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     model = load_model(folder, device="cpu", backend="bridge")
     model.mechvalue_info = {**model.mechvalue_info, "model_id": f"tiny-{seed}", "processing": "none"}

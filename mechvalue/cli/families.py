@@ -1,4 +1,5 @@
-"""``mechvalue models``: the supported families, the backend each loads with, hooks, the papers' layers."""
+"""``mechvalue models`` (the supported families, the backend each loads with, hooks, the papers' layers) and
+``mechvalue run --dry-run`` (what a model will cost, before it is loaded)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,22 @@ def cmd_models(args) -> None:
     write(table(cols, [[r[c] for c in cols] for r in rows], indent=""))
     print(f"\nhooks checked at layer 0: {', '.join(REQUIRED_HOOKS)}; transformer-lens {rows[0]['transformer-lens']}.x; "
           "seed models: `mechvalue models --json`", file=sys.stderr)
+
+
+def cmd_dry_run(args) -> None:
+    from mechvalue.cli.tables import key_table
+    from mechvalue.lm.sizing import available_bytes, describe, estimate, gib, model_config
+
+    cfg = args.run_config
+    device = cfg.device or "cpu"
+    sizing = estimate(model_config(cfg.model), name=cfg.model or "SmolLM2-135M-Instruct (offline)",
+                      dtype=cfg.dtype, batch_size=cfg.batch_size)
+    free = available_bytes(device)
+    fits = None if free is None else sizing.total_bytes <= free
+    if args.json:
+        print_json({**sizing.to_dict(), "device": device, "available_bytes": free, "fits": fits})
+        return
+    rows = dict(describe(sizing))
+    rows[f"available on {device}"] = "unknown" if free is None else gib(free)
+    rows["fits"] = "unknown" if fits is None else ("yes" if fits else "NO: use bfloat16, a GPU or more devices")
+    write(key_table(rows, indent=""))

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _cmd(sub, "run", "analyse a model's values end to end and write a run folder", """
         mechvalue run --quick
         mechvalue run --values benevolence,power --out runs/bp
-        mechvalue run --config run.toml --steps valuelocate,conva   # flags given win over the file""", [_model_opts()])
+        mechvalue run --config run.toml --steps valuelocate,conva   # flags given win over the file
+        mechvalue run --model Qwen/Qwen2.5-7B-Instruct --dtype bfloat16 --dry-run""", [_model_opts()])
     p.add_argument("--values", default=None, help="comma-separated values (default: all ten)")
     p.add_argument("--out", default=None, help="run folder (default runs/default; reused: finished steps are skipped)")
     p.add_argument("--quick", action="store_true", help="small smoke run (a few minutes on a CPU)")
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "replace the bundled ones of the same kind and value, validated before anything runs")
     p.add_argument("--force-step", default=None, metavar="STEPS",
                    help="recompute these steps (comma-separated) even if their inputs are unchanged")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the model's parameter count, the memory its weights, KV cache and activations need "
+                        "and the estimated time per step, without loading it; then stop")
     # unset flags fall back to the file, then the defaults
     p.set_defaults(dtype=None, batch_size=None, seed=None, backend=None)
     p = _cmd(sub, "locate", "ValueLocate: value neurons from activation-probability differences", """
@@ -293,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         print(_error(exc), file=sys.stderr)
         return 2
     try:
-        if args.command == "run":
+        if args.command == "run" and args.dry_run:
+            from mechvalue.cli.families import cmd_dry_run
+
+            cmd_dry_run(args)
+        elif args.command == "run":
             from mechvalue.pipeline.run import run_main
 
             if not args.json:

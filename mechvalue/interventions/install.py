@@ -113,8 +113,19 @@ def _spec_hook(spec: Spec, local_gates: dict[int, Tensor]):
         sel = _position_mask(spec, act, current_context(), local_gates)
         if not bool(sel.any()):
             return act
-        return spec.edit(act, sel, hook) if isinstance(spec, Lambda) else spec.edit(act, sel)
+        return spec.edit(act, sel, NamedHook(hook, spec.hook_name)) if isinstance(spec, Lambda) else spec.edit(act, sel)
     return hook
+
+
+class NamedHook:
+    """The hook point as ``Lambda`` sees it, named as the spec asked (a bridge's ``hook.name`` is the canonical
+    alias: ``blocks.1.hook_out`` for ``blocks.1.hook_resid_post``); every other attribute is the hook point's."""
+
+    def __init__(self, hook, name: str):
+        self._hook, self.name = hook, name
+
+    def __getattr__(self, attr):
+        return getattr(self._hook, attr)
 
 
 def _gate_hook(gate: ActivationGate, local_gates: dict[int, Tensor]):

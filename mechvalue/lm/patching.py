@@ -115,14 +115,17 @@ def run_item(model, item: AlignedItem, side: str, *, interventions=(), cache: Se
     tokens, mask = batch_rows(model, item.source if side == "source" else item.target)
     acts: dict[str, Tensor] = {}
 
-    def keep(act, hook):
-        if hook.name in grads:
-            act.retain_grad()
-        acts[hook.name] = act
-        return act
+    def keep(name: str):  # keyed by the name asked for: a bridge's hook.name is its canonical alias
+        def hook(act, hook):
+            if name in grads:
+                act.retain_grad()
+            acts[name] = act
+            return act
+        return hook
     def track(act, hook):  # the graph starts at the embeddings: every later activation has a gradient
         return act.detach().requires_grad_(True)
-    fwd = ([("hook_embed", track)] if grads else []) + [*hooks, *((n, keep) for n in dict.fromkeys((*cache, *grads)))]
+    kept = [(n, keep(n)) for n in dict.fromkeys((*cache, *grads))]
+    fwd = ([("hook_embed", track)] if grads else []) + [*hooks, *kept]
     grad_ctx = torch.enable_grad() if grads else torch.inference_mode()
     with grad_ctx, intervene(model, interventions), model.hooks(fwd_hooks=fwd):
         logits = model(tokens, attention_mask=mask)
