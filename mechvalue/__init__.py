@@ -38,6 +38,9 @@ _API: dict[str, str] = {
     **dict.fromkeys(["random_like", "versus_random"], "mechvalue.interventions.controls"),
     # lm
     **dict.fromkeys(["WeightProcessing", "load_bridge", "load_model", "model_info"], "mechvalue.lm.models"),
+    **dict.fromkeys(["backend_of"], "mechvalue.lm.backends"),
+    **dict.fromkeys(["FAMILIES"], "mechvalue.lm.families"),
+    **dict.fromkeys(["estimate", "model_config"], "mechvalue.lm.sizing"),
     **dict.fromkeys(["Example", "TokenBatch", "chat", "iter_batches", "raw", "tokenize"], "mechvalue.lm.prompts"),
     **dict.fromkeys(["ActivationStats", "collect"], "mechvalue.lm.collect"),
     **dict.fromkeys(["Generation", "generate", "score"], "mechvalue.lm.generation"),
