@@ -171,6 +171,8 @@ def main(argv=None) -> dict:
                     help="torch threads for every arm (default 1: on a shared 2-core machine 2 threads "
                          "oversubscribe and make timings erratic)")
     ap.add_argument("--no-whatif", action="store_true", help="skip the mv_steer_whatif arm")
+    ap.add_argument("--backend", choices=("hooked", "bridge"), default="hooked",
+                    help="mechvalue's model class (bridge: HF modules with TransformerLens hooks; no whatif arm)")
     ap.add_argument("--profile-tokens", type=int, default=8, help="new tokens of the profiling runs (0: skip)")
     ap.add_argument("--out", default=str(C.default_out("bench_generate")))
     args = ap.parse_args(argv)
@@ -193,10 +195,10 @@ def main(argv=None) -> dict:
     machine["torch_interop_threads"] = torch.get_num_interop_threads()
     load_warning = C.warn_if_loaded(machine["cores"])
     B, N = args.batch_size, args.max_new_tokens
-    arms = [a for a in ARMS if not (args.no_whatif and a == "mv_steer_whatif")]
+    arms = [a for a in ARMS if not ((args.no_whatif or args.backend == "bridge") and a == "mv_steer_whatif")]
 
     t = time.perf_counter()
-    model = load_model(device="cpu")
+    model = load_model(device="cpu", backend=args.backend)
     load_mv_s = time.perf_counter() - t
     layer = args.layer if args.layer is not None else model.cfg.n_layers // 2
     gguf = offline_gguf_path()
@@ -385,7 +387,7 @@ def main(argv=None) -> dict:
                      "hook": f"blocks.{layer}.hook_resid_post == output of model.model.layers[{layer}]",
                      "vector_norm": args.norm, "alpha": args.alpha, "prompts": "chat_examples(B, 'half')",
                      "prompt_tokens": prompt_tokens, "prompt_width": int(mv_batch.tokens.shape[1]),
-                     "torch_threads": threads,
+                     "torch_threads": threads, "backend": args.backend,
                      "hf": "AutoModelForCausalLM.from_pretrained(gguf dir, gguf_file=..., dtype=float32), "
                            f"attn_implementation={hf.config._attn_implementation}, min_new_tokens=max_new_tokens",
                      "model": "SmolLM2-135M-Instruct (offline GGUF Q4_1 dequantized to float32, cpu)",

@@ -20,8 +20,6 @@ same setting.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import os
 import tempfile
 import time
@@ -31,19 +29,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mechvalue.core.artifacts import atomic_path, package_versions, write_json_atomic
 from mechvalue.core.errors import CorruptFileError, ModelUnavailableError, UsageError
 from mechvalue.lm.backends import BACKENDS, backend_of, boot_bridge, hooked_available, require_hooked
 from mechvalue.lm.offline import OFFLINE_DEFAULT, SMOLLM2_HUB_NAME, is_offline_default, offline_gguf_path
 from mechvalue.lm.sizing import check_fits
+from mechvalue.lm.weight_cache import cache_key, default_cache_dir, file_sha256, load_cache, save_cache
 
 __all__ = ["OFFLINE_DEFAULT", "SMOLLM2_HUB_NAME", "WeightProcessing", "artifact_model", "check_artifact_model",
-           "default_cache_dir", "is_offline_default", "load_bridge", "load_model", "model_info", "offline_gguf_path"]
+           "default_cache_dir", "from_hf", "is_offline_default", "load_bridge", "load_model", "model_info",
+           "offline_gguf_path"]
 
 if TYPE_CHECKING:  # TransformerLens 4 has no HookedTransformer: imported where used
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
+    from transformer_lens import HookedTransformer
 
-_CACHE_LAYOUT = 1
 
 
 @dataclass(frozen=True)
@@ -82,16 +80,6 @@ class WeightProcessing:
         return asdict(self)
 
 
-def default_cache_dir() -> Path:
-    """Where converted weights are cached (``$MECHVALUE_CACHE`` or the user cache dir)."""
-    env = os.environ.get("MECHVALUE_CACHE")
-    if env:
-        return Path(env)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("mechvalue"))
-
-
 def model_info(model: Any) -> dict[str, Any]:
     """Metadata recorded by :func:`load_model`: model id, weight processing, source, dims."""
     info = dict(getattr(model, "mechvalue_info", {}) or {})
@@ -124,14 +112,6 @@ def check_artifact_model(meta: dict, model: Any, what: str) -> None:
         if key in meta and meta[key] != info[key]:
             raise CorruptFileError(f"{what} was made with {key}={meta[key]!r}, but the model has {key}={info[key]!r}; "
                                    "recompute it for this model (or load the model it was made with)")
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -184,63 +164,6 @@ def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProces
     return model.to(device)
 
 
-def _cache_key(source_hash: str, processing: WeightProcessing, dtype: torch.dtype) -> str:
-    versions = package_versions()
-    blob = json.dumps({"src": source_hash, "proc": processing.to_dict(), "dtype": str(dtype),
-                       "tl": versions["transformer-lens"], "hf": versions["transformers"],
-                       "layout": _CACHE_LAYOUT}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
-
-
-def _cfg_to_json(cfg: HookedTransformerConfig) -> dict[str, Any]:
-    out = {}
-    for k, v in cfg.to_dict().items():
-        if isinstance(v, torch.dtype):
-            v = str(v).removeprefix("torch.")
-        elif isinstance(v, torch.device):
-            v = str(v)
-        try:
-            json.dumps(v)
-        except TypeError:
-            continue
-        out[k] = v
-    return out
-
-
-def _save_cache(folder: Path, model: HookedTransformer, tokenizer, meta: dict) -> None:
-    from safetensors.torch import save_file
-
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder / "tokenizer")
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / "weights.safetensors") as tmp:
-        save_file(state, str(tmp))
-    write_json_atomic(folder / "config.json", _cfg_to_json(model.cfg))
-    write_json_atomic(folder / "meta.json", meta)  # written last: its presence marks a complete cache
-
-
-def _load_cache(folder: Path, device: str, dtype: torch.dtype) -> HookedTransformer | None:
-    if not (folder / "meta.json").exists():
-        return None
-    from safetensors.torch import load_file
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-    from transformers import AutoTokenizer
-
-    try:
-        cfg_dict = json.loads((folder / "config.json").read_text())
-        cfg_dict["dtype"] = dtype
-        cfg_dict["device"] = device
-        cfg_dict.pop("n_params", None)
-        cfg = HookedTransformerConfig.from_dict(cfg_dict)
-        tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer")
-        model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
-        model.load_state_dict(load_file(str(folder / "weights.safetensors")), strict=True)
-        model.mechvalue_info = json.loads((folder / "meta.json").read_text())
-    except Exception:  # a stale or broken cache is rebuilt, never trusted
-        return None
-    return model.to(device)
-
-
 def _bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing, device: str,
             dtype: torch.dtype, reason: str):
     hf_model = hf_model.to(dtype)
@@ -273,11 +196,11 @@ def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processin
 
 def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
                cache: bool, cache_dir: Path | None, backend: str):
-    source_hash = _file_sha256(path)
+    source_hash = file_sha256(path)
     use_cache = cache and backend != "bridge" and hooked_available()
-    folder = (cache_dir or default_cache_dir()) / "models" / _cache_key(source_hash, processing, dtype)
+    folder = (cache_dir or default_cache_dir()) / "models" / cache_key(source_hash, processing.to_dict(), dtype)
     if use_cache:
-        model = _load_cache(folder, device, dtype)
+        model = load_cache(folder, device, dtype)
         if model is not None:
             return model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -287,7 +210,7 @@ def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: 
     meta = {"source_sha256": source_hash, "created": time.time()}
     model = _hooked_or_bridge(hf_model, tokenizer, model_id, str(path), processing, device, dtype, backend, meta)
     if use_cache and backend_of(model) == "hooked":
-        _save_cache(folder, model, tokenizer, model.mechvalue_info)
+        save_cache(folder, model, tokenizer, model.mechvalue_info)
     return model
 
 
@@ -399,6 +322,25 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
         _linear_layout(model)
     model.eval()
     return model
+
+
+def from_hf(hf_model, tokenizer, *, model_id: str | None = None, backend: str = "auto",
+            processing: str | WeightProcessing | None = "none", device: str | torch.device | None = None):
+    """An HF causal LM already in memory as a mechvalue model (``backend`` as in :func:`load_model`).
+
+    The bridge wraps ``hf_model`` itself (its modules gain hooks; no copy); ``hooked`` converts its weights.
+    The dtype is the HF model's.
+    """
+    if backend not in ("auto", *BACKENDS):
+        raise UsageError(f"backend={backend!r} is not one of auto, {', '.join(BACKENDS)}")
+    dtype = next(hf_model.parameters()).dtype
+    device = _device(device if device is not None else next(hf_model.parameters()).device)
+    model_id = model_id or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
+    model = _hooked_or_bridge(hf_model.eval(), tokenizer, model_id, "in memory", WeightProcessing.parse(processing),
+                              device, dtype, backend)
+    if backend_of(model) == "hooked":
+        _linear_layout(model)
+    return model.eval()
 
 
 def load_bridge(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
