@@ -3,8 +3,9 @@
 Stated tolerances. bf16 keeps 8 bits of mantissa (relative error ~4e-3 per op), so the error grows with the
 activations' scale. A tiny random Llama (init std 0.05): log-probabilities within 0.05 nats of fp32, steered
 or not; ``collect``'s residual means within 2% of their scale on average. SmolLM2-135M-Instruct (measured
-here: logit std 8.0; fp32's top token loses at most 0.17 nats, 0.03 on average, and 98.7% of argmaxes agree):
-top-token log-probabilities within 0.25 nats (0.05 on average), >= 95% of argmaxes equal, and the fp32
+here: logit std 8.0; fp32's top token loses at most 0.17 nats in bf16, 0.03 on average, 98.7% of argmaxes
+agree, as a HookedTransformer; at most 0.31, 0.04 on average, 100% agree, as a bridge, whose HF modules round
+differently): top-token log-probabilities within 0.4 nats (0.05 on average), >= 95% of argmaxes equal, and the fp32
 steered generation scored by the bf16 steered model within 0.05 nats per token on average.
 Statistics accumulate in fp32 whatever the model's dtype.
 """
@@ -80,7 +81,7 @@ def test_smollm2_in_bfloat16_within_the_stated_tolerance(smollm):
         low = bf16(b.tokens, attention_mask=b.attention_mask).float().log_softmax(-1)
     top = ref.argmax(-1, keepdim=True)
     d = (low.gather(-1, top) - ref.gather(-1, top))[..., 0][real].abs()
-    assert d.max() < 0.25 and d.mean() < 0.05
+    assert d.max() < 0.4 and d.mean() < 0.05
     assert (low.argmax(-1) == top[..., 0])[real].float().mean() >= 0.95
     spec = AddVector(15, torch.randn(smollm.cfg.d_model, generator=torch.Generator().manual_seed(0)), 2.0)
     prompts = ["How should I spend my first paycheck?", "Describe your ideal job."]
