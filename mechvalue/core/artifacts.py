@@ -7,6 +7,7 @@ metadata stored inside the safetensors header (key ``"mechvalue"``), written ato
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +27,15 @@ from mechvalue.core.errors import CorruptFileError
 
 FORMAT_VERSION = 1
 _TRACKED_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "gguf", "numpy", "pyvalues")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in 4 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def package_versions() -> dict[str, str]:

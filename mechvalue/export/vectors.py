@@ -6,7 +6,6 @@ Shared by the safetensors writer (:mod:`mechvalue.export.bundle`) and the llama.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +18,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from mechvalue.core.artifacts import file_sha256
 from mechvalue.core.errors import MechvalueError
 from mechvalue.interventions.specs import AddVector, Spec
 
@@ -170,14 +170,6 @@ def to_specs(vectors: Mapping[int, Tensor], alpha: float = 1.0, *, layers: Seque
 
 
 # ------------------------------------------------------------------ manifest
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def dataset_hashes(values: Iterable[str] | str | None = None, kinds: Sequence[str] = ("pairs",),
                    root: str | os.PathLike | None = None) -> dict[str, str]:

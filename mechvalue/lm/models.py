@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mechvalue.core.artifacts import file_sha256
 from mechvalue.core.errors import CorruptFileError, ModelUnavailableError, UsageError
 from mechvalue.lm.backends import BACKENDS, backend_of, boot_bridge, hooked_available, require_hooked
 from mechvalue.lm.offline import OFFLINE_DEFAULT, SMOLLM2_HUB_NAME, is_offline_default, offline_gguf_path
 from mechvalue.lm.sizing import check_fits
-from mechvalue.lm.weight_cache import cache_key, default_cache_dir, file_sha256, load_cache, save_cache
+from mechvalue.lm.weight_cache import cache_key, default_cache_dir, load_cache, save_cache
 
 __all__ = ["OFFLINE_DEFAULT", "SMOLLM2_HUB_NAME", "WeightProcessing", "artifact_model", "check_artifact_model",
            "default_cache_dir", "from_hf", "is_offline_default", "load_bridge", "load_model", "model_info",

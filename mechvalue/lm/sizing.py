@@ -55,15 +55,19 @@ def _get(cfg, *names, default=None):
     return default
 
 
+def dims(cfg) -> tuple[int, int, int, int, int, int]:
+    """``(d_model, n_layers, n_heads, n_kv_heads, head_dim, d_mlp)`` of an HF config (GPT-2 or Llama-style names)."""
+    d = int(_get(cfg, "hidden_size", "n_embd"))
+    n_heads = int(_get(cfg, "num_attention_heads", "n_head"))
+    return (d, int(_get(cfg, "num_hidden_layers", "n_layer")), n_heads,
+            int(_get(cfg, "num_key_value_heads", default=n_heads)), int(_get(cfg, "head_dim", default=d // n_heads)),
+            int(_get(cfg, "intermediate_size", "n_inner", default=4 * d)))
+
+
 def count_params(cfg) -> int:
     """Parameters of a decoder-only HF config (embeddings, attention with grouped KV heads, gated or plain MLP,
     norms, untied head)."""
-    d = int(_get(cfg, "hidden_size", "n_embd"))
-    n_layers = int(_get(cfg, "num_hidden_layers", "n_layer"))
-    n_heads = int(_get(cfg, "num_attention_heads", "n_head"))
-    n_kv = int(_get(cfg, "num_key_value_heads", default=n_heads))
-    head_dim = int(_get(cfg, "head_dim", default=d // n_heads))
-    d_mlp = int(_get(cfg, "intermediate_size", "n_inner", default=4 * d))
+    d, n_layers, n_heads, n_kv, head_dim, d_mlp = dims(cfg)
     vocab = int(cfg.vocab_size)
     gated = getattr(cfg, "model_type", "") != "gpt2"
     attn = d * head_dim * (n_heads + 2 * n_kv) + n_heads * head_dim * d
@@ -106,12 +110,7 @@ def estimate(cfg, *, name: str = "", dtype: str = "float32", batch_size: int = 1
     if dtype not in _BYTES:
         raise ModelUnavailableError(f"dtype={dtype!r} is not supported; use one of {sorted(_BYTES)}")
     nbytes = _BYTES[dtype]
-    d = int(_get(cfg, "hidden_size", "n_embd"))
-    n_layers = int(_get(cfg, "num_hidden_layers", "n_layer"))
-    n_heads = int(_get(cfg, "num_attention_heads", "n_head"))
-    n_kv = int(_get(cfg, "num_key_value_heads", default=n_heads))
-    head_dim = int(_get(cfg, "head_dim", default=d // n_heads))
-    d_mlp = int(_get(cfg, "intermediate_size", "n_inner", default=4 * d))
+    d, n_layers, n_heads, n_kv, head_dim, d_mlp = dims(cfg)
     n_params = count_params(cfg)
     tokens = batch_size * (seq_len + new_tokens)
     kv = 2 * n_layers * n_kv * head_dim * tokens * nbytes

@@ -32,14 +32,6 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("mechvalue"))
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(source_hash: str, processing: dict[str, bool], dtype: torch.dtype) -> str:
     versions = package_versions()
     blob = json.dumps({"src": source_hash, "proc": processing, "dtype": str(dtype),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from mechvalue.core.artifacts import package_versions, write_json_atomic
+from mechvalue.core.artifacts import file_sha256, package_versions, write_json_atomic
 from mechvalue.core.errors import MechvalueError
 from mechvalue.pipeline.config import STEPS, RunConfig
 
@@ -40,14 +40,6 @@ class RunFolderBusy(MechvalueError):
     """Another ``mechvalue run`` holds the folder's lock."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def data_fingerprint() -> str:
     """Hash of the data files the loaders read (names and bytes): the bundled ones and, under
     :func:`~mechvalue.data.bundled.using_data`, the user's, which replace them."""
@@ -60,7 +52,7 @@ def data_fingerprint() -> str:
         h.update(b"user:" if root != data_dir() else b"")
         for p in sorted(root.rglob("*.jsonl")):
             h.update(str(p.relative_to(root)).encode())
-            h.update(_sha256(p).encode())
+            h.update(file_sha256(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -151,7 +143,7 @@ class RunFolder:
             p = self.out / step / name
             if not p.exists():
                 return False, f"{step}/{name} is missing (deleted?): recomputing"
-            if p.stat().st_size != meta["size"] or _sha256(p) != meta["sha256"]:
+            if p.stat().st_size != meta["size"] or file_sha256(p) != meta["sha256"]:
                 return False, f"{step}/{name} changed on disk: recomputing"
         return True, f"done earlier with the same inputs: reusing {self.out / step}"
 
@@ -193,7 +185,7 @@ class RunFolder:
     def mark(self, step: str, seconds: float, **info) -> None:
         """Finish ``step``: its fingerprint, inputs, files (size and sha256) and info go to ``DONE.json``."""
         folder = self.out / step
-        files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        files = {str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": file_sha256(p)}
                  for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in ("DONE.json", "STARTED.json")}
         fp = self.fingerprint(step)
         write_json_atomic(folder / "DONE.json", {
