@@ -14,6 +14,7 @@ the functions here, chosen by :func:`backend_of`.
 from __future__ import annotations
 
 import functools
+import warnings
 from importlib.metadata import version
 from typing import Any
 
@@ -146,8 +147,10 @@ class Decoder:
             return forward(self.model, self.tokens, self.mask)[:, -1]
         if self.backend == "hooked":
             return forward(self.model, nxt[:, None], ones, past_kv_cache=self.cache)[:, -1]
-        logits, self.cache = forward(self.model, nxt[:, None], self.mask, past_key_values=self.cache, use_cache=True,
-                                     return_type="logits_and_cache")
+        with warnings.catch_warnings():  # transformers >= 5.2x renames it `cache` (older ones know only this)
+            warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
+            logits, self.cache = forward(self.model, nxt[:, None], self.mask, past_key_values=self.cache,
+                                         use_cache=True, return_type="logits_and_cache")
         return logits[:, -1]
 
 
