@@ -38,11 +38,13 @@ def cmd_models(args) -> None:
 
 
 def cmd_dry_run(args) -> None:
+    import torch
+
     from mechvalue.cli.tables import key_table
     from mechvalue.lm.sizing import available_bytes, describe, estimate, gib, model_config
 
     cfg = args.run_config
-    device = cfg.device or "cpu"
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")  # load_model's default
     sizing = estimate(model_config(cfg.model), name=cfg.model or "SmolLM2-135M-Instruct (offline)",
                       dtype=cfg.dtype, batch_size=cfg.batch_size)
     free = available_bytes(device)

@@ -141,12 +141,12 @@ class Decoder:
 
     def step(self, nxt: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
         ones = torch.ones(nxt.shape[0], 1, dtype=self.mask.dtype, device=self.mask.device)
-        self.tokens = torch.cat([self.tokens, nxt[:, None]], 1)
+        if self.use_cache and self.backend == "hooked":  # the TL cache keeps its own mask: nothing to grow
+            return forward(self.model, nxt[:, None], ones, past_kv_cache=self.cache)[:, -1]
         self.mask = torch.cat([self.mask, ones], 1)
         if not self.use_cache:
+            self.tokens = torch.cat([self.tokens, nxt[:, None]], 1)
             return forward(self.model, self.tokens, self.mask)[:, -1]
-        if self.backend == "hooked":
-            return forward(self.model, nxt[:, None], ones, past_kv_cache=self.cache)[:, -1]
         with warnings.catch_warnings():  # transformers >= 5.2x renames it `cache` (older ones know only this)
             warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
             logits, self.cache = forward(self.model, nxt[:, None], self.mask, past_key_values=self.cache,

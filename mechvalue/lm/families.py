@@ -88,7 +88,8 @@ def tiny_config(family: str, tokenizer, *, n_layers: int = 2, d_model: int = 64,
 
 
 def support_table() -> list[dict[str, str]]:
-    """One row per family: the backend it loads with on the installed TransformerLens, hooks, papers' layers."""
+    """One row per family: the backend it loads with on the installed TransformerLens (by the table; `mechvalue
+    models` probes it), seed models, papers' layers."""
     from mechvalue.lm.backends import hooked_available, tl_major
 
     rows = []
@@ -96,7 +97,7 @@ def support_table() -> list[dict[str, str]]:
         backend = "hooked" if fam.hooked and hooked_available() else "bridge"
         rows.append({"family": key, "architecture": fam.architecture, "backend (auto)": backend,
                      "backends": "hooked, bridge" if fam.hooked and hooked_available() else "bridge",
-                     "neurons (mlp.hook_post)": "yes", "seed models": ", ".join(fam.seed_models) or "-",
+                     "seed models": ", ".join(fam.seed_models) or "-",
                      "papers' layers": fam.layers or "-", "transformer-lens": str(tl_major())})
     return rows
 

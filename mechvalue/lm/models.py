@@ -165,31 +165,44 @@ def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProces
     return model.to(device)
 
 
+def _check_backend(backend: str) -> None:
+    if backend not in ("auto", *BACKENDS):
+        raise UsageError(f"backend={backend!r} is not one of auto, {', '.join(BACKENDS)}")
+    if backend == "hooked":
+        require_hooked("backend='hooked'")
+
+
+def _ready(model):
+    """Eval mode; a ``HookedTransformer``'s weights in ``nn.Linear`` layout (see :func:`_linear_layout`)."""
+    if backend_of(model) == "hooked":
+        _linear_layout(model)
+    return model.eval()
+
+
 def _bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing, device: str,
-            dtype: torch.dtype, reason: str):
+            dtype: torch.dtype, reason: str, extra_meta: dict | None = None):
     hf_model = hf_model.to(dtype)
     model = boot_bridge(hf_model, tokenizer, model_id, processing.to_dict(), device)
     model.mechvalue_info = {"model_id": model_id, "source": source, "processing": processing.to_dict(),
-                            "dtype": str(dtype), "backend_reason": reason}
+                            "dtype": str(dtype), "backend_reason": reason, **(extra_meta or {})}
     return model
 
 
 def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing,
                       device: str, dtype: torch.dtype, backend: str, extra_meta: dict | None = None):
     """``HookedTransformer`` where asked for and possible, else (``auto``) the bridge, with the reason recorded."""
+    def bridge(reason: str):
+        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, reason, extra_meta)
     if backend == "bridge":
-        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, "asked for")
-    if not hooked_available():
-        if backend == "hooked":
-            require_hooked(f"backend='hooked' for {model_id}")
-        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype,
-                       "TransformerLens 4 has no HookedTransformer")
+        return bridge("asked for")
+    if not hooked_available():  # backend "auto": "hooked" was refused by _check_backend
+        return bridge("TransformerLens 4 has no HookedTransformer")
     try:
         model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype)
     except ModelUnavailableError as exc:
         if backend == "hooked":
             raise
-        return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, str(exc))
+        return bridge(str(exc))
     model.mechvalue_info = {"model_id": model_id, "source": source, "processing": processing.to_dict(),
                             "dtype": str(dtype), **(extra_meta or {})}
     return model
@@ -300,10 +313,7 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
             architecture, else the bridge), ``"hooked"`` or ``"bridge"``; the one used is
             ``model_info(model)["backend"]``.
     """
-    if backend not in ("auto", *BACKENDS):
-        raise UsageError(f"backend={backend!r} is not one of auto, {', '.join(BACKENDS)}")
-    if backend == "hooked":
-        require_hooked("backend='hooked'")
+    _check_backend(backend)
     processing = WeightProcessing.parse(processing)
     device, torch_dtype = _device(device), _dtype(dtype)
     cache_path = Path(cache_dir) if cache_dir is not None else None
@@ -319,10 +329,7 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
         model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path, backend)
     else:
         model = _load_hub(str(name), processing, device, torch_dtype, local_files_only, backend)
-    if backend_of(model) == "hooked":
-        _linear_layout(model)
-    model.eval()
-    return model
+    return _ready(model)
 
 
 def from_hf(hf_model, tokenizer, *, model_id: str | None = None, backend: str = "auto",
@@ -332,16 +339,12 @@ def from_hf(hf_model, tokenizer, *, model_id: str | None = None, backend: str = 
     The bridge wraps ``hf_model`` itself (its modules gain hooks; no copy); ``hooked`` converts its weights.
     The dtype is the HF model's.
     """
-    if backend not in ("auto", *BACKENDS):
-        raise UsageError(f"backend={backend!r} is not one of auto, {', '.join(BACKENDS)}")
+    _check_backend(backend)
     dtype = next(hf_model.parameters()).dtype
     device = _device(device if device is not None else next(hf_model.parameters()).device)
     model_id = model_id or getattr(hf_model.config, "_name_or_path", "") or type(hf_model).__name__
-    model = _hooked_or_bridge(hf_model.eval(), tokenizer, model_id, "in memory", WeightProcessing.parse(processing),
-                              device, dtype, backend)
-    if backend_of(model) == "hooked":
-        _linear_layout(model)
-    return model.eval()
+    return _ready(_hooked_or_bridge(hf_model.eval(), tokenizer, model_id, "in memory",
+                                    WeightProcessing.parse(processing), device, dtype, backend))
 
 
 def load_bridge(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
