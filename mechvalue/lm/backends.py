@@ -13,6 +13,7 @@ the functions here, chosen by :func:`backend_of`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import warnings
 from importlib.metadata import version
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from mechvalue.core.errors import ModelUnavailableError
 from mechvalue.core.hooks import BACKENDS
+from mechvalue.lm.fast_attention import fast_attention, fast_attention_blocker
 
 __all__ = ["BACKENDS", "Decoder", "backend_of", "boot_bridge", "forward", "hooked_available", "logits_at",
            "require_hooked", "tl_major"]
@@ -119,10 +121,28 @@ class Decoder:
     ``prefill(tokens, mask)`` runs the prompt and returns the last position's logits ``[batch, vocab]``;
     ``step(next_tokens)`` appends one token per row and returns the new last logits. Without a
     cache every step re-runs the whole sequence (the reference the cached path is tested against).
+    On ``HookedTransformer`` the cached path uses :func:`~mechvalue.lm.fast_attention.fast_attention`
+    unless ``fused=False`` or :func:`~mechvalue.lm.fast_attention.fast_attention_blocker` objects at
+    ``prefill`` (then TransformerLens' own attention, for the whole generation; ``self.fused`` says
+    which), and computes logits at the last position only.
     """
 
-    def __init__(self, model, use_cache: bool = True):
+    def _hooked_last(self, tokens: Int[Tensor, "batch pos"],
+                     mask: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch vocab"]:
+        """The cached hooked forward, unembedding the last position only (``ln_final``, ``unembed`` see it alone)."""
+        model = self.model
+        with fast_attention(model) if self.fused else contextlib.nullcontext():
+            resid = forward(model, tokens, mask, past_kv_cache=self.cache, stop_at_layer=model.cfg.n_layers)
+        x = resid[:, -1:]
+        if model.cfg.normalization_type is not None:
+            x = model.ln_final(x)
+        logits = model.unembed(x)[:, 0]
+        cap = getattr(model.cfg, "output_logits_soft_cap", -1.0) or -1.0
+        return cap * torch.tanh(logits / cap) if cap > 0 else logits
+
+    def __init__(self, model, use_cache: bool = True, fused: bool = True):
         self.model, self.use_cache, self.backend = model, use_cache, backend_of(model)
+        self.fused = fused and use_cache
         self.tokens: Tensor | None = None
         self.mask: Tensor | None = None
         self.cache = None
@@ -135,14 +155,15 @@ class Decoder:
             from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
             self.cache = TransformerLensKeyValueCache.init_cache(self.model.cfg, tokens.device, tokens.shape[0])
-            return forward(self.model, tokens, mask, past_kv_cache=self.cache)[:, -1]
+            self.fused = self.fused and fast_attention_blocker(self.model) is None
+            return self._hooked_last(tokens, mask)
         logits, self.cache = forward(self.model, tokens, mask, use_cache=True, return_type="logits_and_cache")
         return logits[:, -1]
 
     def step(self, nxt: Int[Tensor, " batch"]) -> Float[Tensor, "batch vocab"]:
         ones = torch.ones(nxt.shape[0], 1, dtype=self.mask.dtype, device=self.mask.device)
         if self.use_cache and self.backend == "hooked":  # the TL cache keeps its own mask: nothing to grow
-            return forward(self.model, nxt[:, None], ones, past_kv_cache=self.cache)[:, -1]
+            return self._hooked_last(nxt[:, None], ones)
         self.mask = torch.cat([self.mask, ones], 1)
         if not self.use_cache:
             self.tokens = torch.cat([self.tokens, nxt[:, None]], 1)

@@ -183,3 +183,30 @@ def test_unknown_backend_is_a_usage_error():
 
     with pytest.raises(UsageError, match="backend"):
         load_model("smollm2", backend="vllm")
+
+
+HOOKED = [f for f, b in CASES if b == "hooked"]
+
+
+@pytest.mark.parametrize("family", HOOKED)
+def test_fused_cached_decoding_equals_transformerlens_attention(loaded, family):
+    """The fused attention (``lm.fast_attention``) gives TransformerLens' logits, step by step, left padded."""
+    from mechvalue.lm.backends import Decoder
+    from mechvalue.lm.fast_attention import fast_attention_blocker
+
+    model, _ = loaded(family, "hooked")
+    side = "right" if FAMILIES[family].absolute_positions else "left"
+    b = _batch(model.tokenizer, TEXTS, side)
+    if side == "right":  # absolute positions: decode from equal-length rows
+        b = _batch(model.tokenizer, ["Hello there, my friend", "Values guide what we do"], side)
+    spec = AddVector(0, torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(3)), 1.0)
+    out = {}
+    with torch.no_grad(), intervene(model, spec):
+        for fused in (True, False):
+            d = Decoder(model, fused=fused)
+            logits = [d.prefill(b.tokens, b.attention_mask)]
+            for _ in range(4):
+                logits.append(d.step(logits[-1].argmax(-1)))
+            out[fused] = (torch.stack(logits), d.fused)
+    assert out[True][1] == (fast_attention_blocker(model) is None) and not out[False][1]
+    assert (out[True][0] - out[False][0]).abs().max().item() < 1e-4
