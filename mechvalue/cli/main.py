@@ -1,7 +1,7 @@
 """``mechvalue`` command line.
 
     mechvalue run [--quick] [--config FILE] [--steps conva,steering] [--out runs/default]
-    mechvalue locate | extract | steer | evaluate | judge | audit | show | export ...
+    mechvalue locate | extract | steer | evaluate | judge | audit | explain | show | export ...
     mechvalue data check
     mechvalue info
 
@@ -18,6 +18,8 @@ import textwrap
 
 from mechvalue.cli.circuits import PATCH_COMPONENTS, add_circuit_opts
 from mechvalue.cli.commands import COMMANDS, cmd_data_check, cmd_info
+from mechvalue.cli.explain import EXAMPLES as EXPLAIN_EXAMPLES
+from mechvalue.cli.explain import add_explain_opts
 from mechvalue.core.errors import MechvalueError, UsageError
 from mechvalue.core.hooks import BACKENDS
 from mechvalue.methods.registry import CLI_METHODS
@@ -28,6 +30,7 @@ EXAMPLES = """examples:
   mechvalue run --config run.toml --steps conva,steering
   mechvalue steer --value benevolence --method conva "Plan my weekend"
   mechvalue audit --layer 12 --neuron 345
+  mechvalue explain --layer 12 --neuron 345 --base-url http://127.0.0.1:8080/v1 --explainer-model qwen
   mechvalue show runs/default           # a run's config and summary tables
   mechvalue data check                  # counts, duplicates, context-bias per value
   mechvalue info                        # model and package versions
@@ -153,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-texts", type=int, default=256, help="size of the bundled sample")
     p.add_argument("--label", default=None)
     p.add_argument("--save", default=None, help="write the audit as JSON")
+    p = _cmd(sub, "explain", "explain neurons in words with an LLM (Bills et al. 2023) and score each explanation by "
+             "simulation, against random neurons", EXPLAIN_EXAMPLES, [_model_opts()])
+    add_explain_opts(p)
     p = _cmd(sub, "show", "print a run's config and summary tables", """
         mechvalue show runs/default""")
     p.add_argument("run_dir")
@@ -318,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_models(args)
         elif args.command == "info":
             cmd_info(args)
+        elif args.command == "explain":
+            from mechvalue.cli.explain import cmd_explain
+
+            cmd_explain(args)
         else:
             COMMANDS[args.command](args)
     except UsageError as exc:

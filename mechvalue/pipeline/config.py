@@ -4,8 +4,9 @@
 given, a ``--config`` file (JSON or TOML, keys named like the fields; ``batch-size`` = ``batch_size``)
 and the defaults; applies the ``quick`` preset; checks every field's type and range; and returns a frozen
 value that every step reads (``config.vl_tau``), never a dict. ``config.to_json()`` is what
-``config.json`` records. Nested sections ``study`` and ``dual`` become the typed
-:class:`~mechvalue.pipeline.study.StudyConfig` and :class:`~mechvalue.methods.dual.DualConfig`.
+``config.json`` records. Nested sections ``study``, ``dual`` and ``compliance`` become the typed
+:class:`~mechvalue.pipeline.study.StudyConfig`, :class:`~mechvalue.methods.dual.DualConfig` and
+:class:`~mechvalue.methods.compliance.ComplianceConfig`.
 
 Importing this module is cheap (the command line reads :data:`STEPS` from it); the nested config classes
 are imported by :meth:`RunConfig.build`.
@@ -26,7 +27,10 @@ from mechvalue.core.hooks import BACKENDS
 from mechvalue.core.values import VALUES, canonical_list
 
 #: the steps of ``mechvalue run``, in the order they run (one source of truth: the CLI and the runner read it)
-STEPS: tuple[str, ...] = ("judge", "valuelocate", "conva", "neva", "dual", "steering", "circuits", "audits", "report")
+STEPS: tuple[str, ...] = ("judge", "valuelocate", "conva", "neva", "dual", "compliance", "steering", "circuits",
+                          "audits", "report")
+#: the fields that are nested config sections (tables in a config file)
+NESTED: tuple[str, ...] = ("study", "dual", "compliance")
 QUICK_VALUES: tuple[str, ...] = ("power", "benevolence")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 #: the quick preset: fields it sets unless the file or a flag set them
@@ -77,6 +81,7 @@ class RunConfig:
     circuit_validate: int = 50
     study: Any = field(default=None)  # StudyConfig after build()
     dual: Any = field(default=None)  # DualConfig after build()
+    compliance: Any = field(default=None)  # ComplianceConfig after build()
 
     @classmethod
     def fields(cls) -> tuple[str, ...]:
@@ -86,6 +91,7 @@ class RunConfig:
     def build(cls, file: Mapping[str, Any] | None = None, flags: Mapping[str, Any] | None = None,
               source: str = "config") -> RunConfig:
         """The config of a run: defaults < ``file`` < ``flags`` (None / False flags count as not given)."""
+        from mechvalue.methods.compliance import ComplianceConfig
         from mechvalue.methods.dual import DualConfig
         from mechvalue.pipeline.study import StudyConfig
 
@@ -100,12 +106,14 @@ class RunConfig:
         if quick:
             merged = {**QUICK_PRESET, **merged}
             merged.setdefault("values", list(QUICK_VALUES))
-        scalars = {k: _check_field(k, v, source) for k, v in merged.items() if k not in ("study", "dual")}
+        scalars = {k: _check_field(k, v, source) for k, v in merged.items() if k not in NESTED}
         seed, batch = scalars.get("seed", 0), scalars.get("batch_size", 16)
         study = _nested(StudyConfig, StudyConfig.quick() if quick else StudyConfig(), merged.get("study"),
                         "study", source, batch_size=batch, seed=seed)
         dual = _nested(DualConfig, DualConfig.quick() if quick else DualConfig(), merged.get("dual"), "dual", source)
-        return cls(**scalars, study=study, dual=dual)
+        compliance = _nested(ComplianceConfig, ComplianceConfig.quick() if quick else ComplianceConfig(),
+                             merged.get("compliance"), "compliance", source, seed=seed)
+        return cls(**scalars, study=study, dual=dual, compliance=compliance)
 
     def to_json(self) -> dict:
         """JSON-ready dict of every field (nested sections included)."""
@@ -132,6 +140,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "conva": COMMON_FIELDS,
     "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study.n_controls"),  # that many random edits
     "dual": (*COMMON_FIELDS, "dual", "mmlu"),
+    "compliance": (*COMMON_FIELDS, "compliance", "mmlu", "batch_size"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
     "circuits": (*COMMON_FIELDS, "circuit_values", "circuit_items", "circuit_exact_items", "circuit_validate"),
     "audits": (*COMMON_FIELDS, "n_audits"),

@@ -27,11 +27,11 @@ from mechvalue.pipeline.config import STEPS, RunConfig
 
 #: the steps whose results each step reads (a change upstream recomputes everything downstream)
 UPSTREAM: dict[str, tuple[str, ...]] = {
-    "judge": (), "valuelocate": (), "conva": (), "neva": (), "dual": ("judge",),
+    "judge": (), "valuelocate": (), "conva": (), "neva": (), "dual": ("judge",), "compliance": ("dual",),
     "steering": ("judge", "conva", "neva", "dual"),  # dual: the judge's validity on generations
     "circuits": ("valuelocate", "neva", "dual"),  # the overlaps with their neuron sets
     "audits": ("valuelocate", "neva"),
-    "report": ("judge", "valuelocate", "conva", "neva", "dual", "steering", "circuits", "audits"),
+    "report": ("judge", "valuelocate", "conva", "neva", "dual", "compliance", "steering", "circuits", "audits"),
 }
 _NUMERIC_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn")
 

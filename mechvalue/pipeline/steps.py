@@ -223,6 +223,31 @@ def step_dual(config: RunConfig, folder: RunFolder) -> dict:
     return info
 
 
+def step_compliance(config: RunConfig, folder: RunFolder) -> dict:
+    """The compliance channel (:mod:`mechvalue.methods.compliance`) at the dual step's layer, from its vectors."""
+    import json
+
+    from mechvalue.methods.compliance import run_compliance
+    from mechvalue.methods.dual import DualVectors
+
+    dual = folder.out / "dual"
+    vectors = DualVectors.load(dual / "vectors.safetensors", model=folder.model)
+    layer = int(json.loads((dual / "dual_config.json").read_text(encoding="utf-8"))["layer"])
+    li = vectors.layers.index(layer)
+    deltas = vectors.prompted[:, li] - vectors.intrinsic[:, li]
+    keep = [i for i in range(len(vectors.values)) if bool(torch.isfinite(deltas[i]).all())]
+    if len(keep) < 2:
+        raise MechvalueError(f"the compliance step needs the deltas of at least two values at layer {layer}; "
+                             f"the dual step found groups for {len(keep)}")
+    mmlu, _ = folder.mmlu()
+    out = run_compliance(folder.model, deltas[keep], [vectors.values[i] for i in keep], layer,
+                         float(vectors.meta["resid_norm"][li]), folder.out / "compliance", config.compliance,
+                         mmlu=mmlu, batch_size=config.batch_size)
+    v = out["verdict"]
+    return {"holds": v["holds"], "parts": v["parts"], "chosen_alpha": v["chosen_alpha"], "layer": layer,
+            "values": [vectors.values[i] for i in keep]}
+
+
 # ------------------------------------------------------------------ steering study
 
 def _sample(items: list, n: int, seed: int) -> list:
@@ -333,7 +358,8 @@ def step_audits(config: RunConfig, folder: RunFolder) -> dict:
 def step_report(config: RunConfig, folder: RunFolder) -> dict:
     from mechvalue.report.html import build_report
 
-    tables = (folder.out / "steering" / "results.csv", folder.out / "valuelocate" / "causal.csv")
+    tables = (folder.out / "steering" / "results.csv", folder.out / "valuelocate" / "causal.csv",
+              folder.out / "compliance" / "results.csv")
     results = [pd.read_csv(p) for p in tables if p.exists() and p.stat().st_size > 1]
     if results:
         with atomic_path(folder.out / "results.csv") as tmp:
@@ -345,7 +371,8 @@ def step_report(config: RunConfig, folder: RunFolder) -> dict:
 StepFunction = Callable[[RunConfig, RunFolder], dict]
 #: every step of :data:`~mechvalue.pipeline.config.STEPS`, in order
 STEP_FUNCTIONS: dict[str, StepFunction] = {"judge": step_judge, "valuelocate": step_valuelocate, "conva": step_conva,
-                                           "neva": step_neva, "dual": step_dual, "steering": step_steering,
+                                           "neva": step_neva, "dual": step_dual, "compliance": step_compliance,
+                                           "steering": step_steering,
                                            "circuits": step_circuits, "audits": step_audits, "report": step_report}
 assert tuple(STEP_FUNCTIONS) == STEPS, "STEP_FUNCTIONS must list config.STEPS in order"
 

@@ -36,6 +36,7 @@ from mechvalue.report.anchors import ANCHORS, anchor_table
 from mechvalue.report.browser import check_in_browser, find_chromium
 from mechvalue.report.cards import render_audits
 from mechvalue.report.circuits import render_circuits
+from mechvalue.report.compliance import render_compliance
 from mechvalue.report.examples import render_examples
 from mechvalue.report.glossary import render_glossary
 from mechvalue.report.judging import render_judges
@@ -372,6 +373,7 @@ def build_report(run_dir: str | Path) -> Path:
     for sid, title, fn in (("valuelocate", "ValueLocate: value neurons", _valuelocate),
                            ("conva", "ConVA: gated value vectors", _conva),
                            ("neva", "NeVA and leakage", _neva), ("dual", "Dual mechanisms", _dual),
+                           ("compliance", "The compliance channel (mean delta)", render_compliance),
                            ("circuits", "Where the value prompt acts", render_circuits),
                            ("judges", "Judges: validity on this model's generations", render_judges),
                            ("audits", "Neuron audits", render_audits),

@@ -1,0 +1,81 @@
+"""The compliance experiment: directions, ability bands, paired rows and the verdict on planted outcomes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mechvalue.core.errors import MechvalueError
+from mechvalue.methods.compliance import (
+    ComplianceConfig,
+    ability_bands,
+    compliance_directions,
+    compliance_rows,
+    verdict,
+)
+
+
+def test_directions_are_the_mean_delta_and_same_norm_controls():
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(16, generator=g)
+    deltas = shared + 0.3 * torch.randn(4, 16, generator=g)  # a planted common direction
+    dirs = compliance_directions(deltas, ["a", "b", "c", "d"], 5.0, n_random=3, seed=1)
+    assert list(dirs) == ["mean_delta", "random:0", "random:1", "random:2", "value:a", "value:b", "value:c", "value:d"]
+    assert all(abs(float(v.norm()) - 5.0) < 1e-4 for v in dirs.values())
+    assert torch.cosine_similarity(dirs["mean_delta"], shared, 0) > 0.95
+    assert abs(float(torch.cosine_similarity(dirs["random:0"], shared, 0))) < 0.7
+    with pytest.raises(MechvalueError, match="finite"):
+        compliance_directions(deltas[:, :1] * float("nan"), ["a", "b", "c", "d"], 1.0, n_random=0, seed=0)
+
+
+def _outcomes(seed: int = 0, gain_within: float = 0.5, random_gain: float = 0.0) -> pd.DataFrame:
+    """Planted: 3 instruction types (easy 60%, medium 20%, hard 0%), 40 prompts each; 60 refusal requests."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    base_rate = {"easy": 0.6, "medium": 0.2, "hard": 0.0}
+    arms = {"base": (0.0, 0.0, 0.8), "mean_delta@0.5": (0.5, gain_within, 0.3), "random:0": (0.5, random_gain, 0.8)}
+    for arm, (alpha, gain, refuse) in arms.items():
+        for t, p in base_rate.items():
+            for i in range(40):
+                rate = min(1.0, p + (gain if t == "easy" else 0.0))
+                rows.append({"arm": arm, "alpha": alpha, "kind": "instruction", "id": f"{t}-{i}", "instruction": t,
+                             "followed": float(rng.random() < rate), "refusal_prefix": np.nan,
+                             "refusal_classifier": np.nan, "log_ppl": 2.0, "empty": False})
+        for i in range(60):
+            r = float(rng.random() < refuse)
+            rows.append({"arm": arm, "alpha": alpha, "kind": "refusal", "id": f"r-{i}", "instruction": "",
+                         "followed": np.nan, "refusal_prefix": r, "refusal_classifier": r, "log_ppl": 2.5,
+                         "empty": False})
+    return pd.DataFrame(rows)
+
+
+def test_bands_follow_the_unsteered_pass_rate():
+    bands = ability_bands(_outcomes(), within=0.3, beyond=0.1).set_index("instruction")
+    assert bands.band.to_dict() == {"easy": "within", "hard": "beyond", "medium": "middle"}
+    assert bands.n.tolist() == [40, 40, 40]
+
+
+def test_the_verdict_holds_on_the_planted_pattern_and_fails_without_it():
+    out = _outcomes()
+    res = compliance_rows(out, ability_bands(out, 0.3, 0.1))
+    within = res[(res.target == "mean_delta@0.5") & (res.metric == "follow_within")].iloc[0]
+    assert within.delta > 0.3 and within.delta_low > 0 and within.n == 40
+    v = verdict(res, "mean_delta@0.5")
+    assert v["holds"] is True and all(v["parts"].values())
+    flat = _outcomes(gain_within=0.0)  # no gain within ability: the pattern does not hold
+    res = compliance_rows(flat, ability_bands(flat, 0.3, 0.1))
+    v = verdict(res, "mean_delta@0.5")
+    assert v["holds"] is False and v["parts"]["following_within_up"] is False
+    lucky = _outcomes(random_gain=0.6)  # a random direction does as well: not specific
+    res = compliance_rows(lucky, ability_bands(lucky, 0.3, 0.1))
+    assert verdict(res, "mean_delta@0.5")["parts"]["above_random"] is False
+
+
+def test_config_checks():
+    with pytest.raises(MechvalueError, match="doses"):
+        ComplianceConfig(doses=(0.5, -1.0))
+    with pytest.raises(MechvalueError, match="beyond"):
+        ComplianceConfig(within=0.1, beyond=0.3)
+    assert ComplianceConfig.quick().n_instructions > 0
