@@ -60,6 +60,8 @@ def _model_opts() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=("auto", *BACKENDS),
                    help="HookedTransformer (hooked) or TransformerBridge (bridge); auto: hooked where "
                         "TransformerLens converts the architecture (see `mechvalue models`)")
+    p.add_argument("--n-devices", type=int, default=1,
+                   help="spread the layers over this many CUDA devices (a model too large for one card)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -111,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the model's parameter count, the memory its weights, KV cache and activations need "
                         "and the estimated time per step, without loading it; then stop")
     # unset flags fall back to the file, then the defaults
-    p.set_defaults(dtype=None, batch_size=None, seed=None, backend=None)
+    p.set_defaults(dtype=None, batch_size=None, seed=None, backend=None, n_devices=None)
     p = _cmd(sub, "locate", "ValueLocate: value neurons from activation-probability differences", """
         mechvalue locate
         mechvalue locate --tau 0.05 --max-questions 40 --out runs/locate""", [_model_opts()])

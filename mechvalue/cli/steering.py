@@ -22,7 +22,7 @@ def load_model_from_args(args):
     name = args.model or "SmolLM2-135M-Instruct (offline)"
     with status(f"loading {name}", done=f"loaded {name}"):
         return models.load_model(args.model, device=args.device, dtype=args.dtype,
-                                     backend=getattr(args, "backend", "auto"))
+                                 backend=getattr(args, "backend", "auto"), n_devices=getattr(args, "n_devices", 1) or 1)
 
 
 def estimate_seconds(model, texts: list[str], batch_size: int, template: str = "raw") -> float | None:

@@ -163,6 +163,8 @@ def _attention(attn, memo: dict, x: Float[Tensor, "batch pos d_model"], past_kv_
     if cfg.use_qk_norm:
         q, k = attn._apply_qk_norm(q, attn.q_norm), attn._apply_qk_norm(k, attn.k_norm)
     offset = past_kv_cache_entry.past_keys.size(1)
+    if attention_mask is not None and attention_mask.device != q.device:  # blocks spread over devices (n_devices)
+        attention_mask = attention_mask.to(q.device)
     if cfg.positional_embedding_type == "rotary":
         table = _rotary(attn, memo, offset, q.shape[1], attention_mask)
         if table is None:

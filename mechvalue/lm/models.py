@@ -132,7 +132,7 @@ def _device(device: str | torch.device | None) -> str:
 
 
 def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProcessing, device: str,
-                    dtype: torch.dtype) -> HookedTransformer:
+                    dtype: torch.dtype, n_devices: int = 1) -> HookedTransformer:
     """Convert a loaded HF causal LM with TransformerLens' converters (no hub access)."""
     from transformer_lens import HookedTransformer
     from transformer_lens import loading_from_pretrained as loading
@@ -159,10 +159,25 @@ def _hooked_from_hf(hf_model, tokenizer, model_id: str, processing: WeightProces
             raise ModelUnavailableError(
                 f"TransformerLens has no weight converter for architecture {arch} ({model_id}): {exc}"
             ) from exc
-    cfg.model_name = model_id
+    cfg.model_name, cfg.n_devices = model_id, n_devices
     model = HookedTransformer(cfg, tokenizer, move_to_device=False, default_padding_side="left")
     model.load_and_process_state_dict(state_dict, **processing.to_dict())
+    if n_devices > 1:
+        model.move_model_modules_to_device()  # blocks split over cuda:0..n_devices-1
+        return model
     return model.to(device)
+
+
+def check_devices(n_devices: int, device: str) -> int:
+    """``n_devices`` checked: an integer >= 1; more than one only on CUDA with that many devices visible."""
+    if isinstance(n_devices, bool) or not isinstance(n_devices, int) or n_devices < 1:
+        raise UsageError(f"n_devices must be an integer >= 1, got {n_devices!r}")
+    if n_devices > 1:
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not str(device).startswith("cuda") or have < n_devices:
+            raise UsageError(f"n_devices={n_devices} spreads the model over {n_devices} CUDA devices, but device is "
+                             f"{device!r} and {have} CUDA device(s) are visible")
+    return n_devices
 
 
 def _check_backend(backend: str) -> None:
@@ -189,7 +204,8 @@ def _bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightP
 
 
 def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processing: WeightProcessing,
-                      device: str, dtype: torch.dtype, backend: str, extra_meta: dict | None = None):
+                      device: str, dtype: torch.dtype, backend: str, extra_meta: dict | None = None,
+                      n_devices: int = 1):
     """``HookedTransformer`` where asked for and possible, else (``auto``) the bridge, with the reason recorded."""
     def bridge(reason: str):
         return _bridge(hf_model, tokenizer, model_id, source, processing, device, dtype, reason, extra_meta)
@@ -198,7 +214,7 @@ def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processin
     if not hooked_available():  # backend "auto": "hooked" was refused by _check_backend
         return bridge("TransformerLens 4 has no HookedTransformer")
     try:
-        model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype)
+        model = _hooked_from_hf(hf_model, tokenizer, model_id, processing, device, dtype, n_devices)
     except ModelUnavailableError as exc:
         if backend == "hooked":
             raise
@@ -209,7 +225,7 @@ def _hooked_or_bridge(hf_model, tokenizer, model_id: str, source: str, processin
 
 
 def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
-               cache: bool, cache_dir: Path | None, backend: str):
+               cache: bool, cache_dir: Path | None, backend: str, n_devices: int = 1):
     source_hash = file_sha256(path)
     use_cache = cache and backend != "bridge" and hooked_available()
     folder = (cache_dir or default_cache_dir()) / "models" / cache_key(source_hash, processing.to_dict(), dtype)
@@ -222,14 +238,15 @@ def _load_gguf(path: Path, model_id: str, processing: WeightProcessing, device: 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     hf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
     meta = {"source_sha256": source_hash, "created": time.time()}
-    model = _hooked_or_bridge(hf_model, tokenizer, model_id, str(path), processing, device, dtype, backend, meta)
+    model = _hooked_or_bridge(hf_model, tokenizer, model_id, str(path), processing, device, dtype, backend, meta,
+                              n_devices)
     if use_cache and backend_of(model) == "hooked":
         save_cache(folder, model, tokenizer, model.mechvalue_info)
     return model
 
 
 def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch.dtype,
-              local_files_only: bool, backend: str):
+              local_files_only: bool, backend: str, n_devices: int = 1):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     hint = (f"could not load {name!r}: it is neither cached locally nor reachable on the Hugging Face hub. "
@@ -240,7 +257,7 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
         config = AutoConfig.from_pretrained(name, local_files_only=local_files_only)
     except OSError as exc:
         raise ModelUnavailableError(f"{hint} ({type(exc).__name__})") from exc
-    check_fits(config, name, str(dtype).removeprefix("torch."), device)
+    check_fits(config, name, str(dtype).removeprefix("torch."), device, n_devices)
     tl_supported = False
     if backend != "bridge" and hooked_available() and not Path(name).exists():
         from transformer_lens import loading_from_pretrained as loading
@@ -255,7 +272,8 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
         kwargs = {"local_files_only": True} if local_files_only else {}
         try:
             model = HookedTransformer.from_pretrained(
-                name, device=device, dtype=dtype, default_padding_side="left", **processing.to_dict(), **kwargs
+                name, device=device, dtype=dtype, default_padding_side="left", n_devices=n_devices,
+                **processing.to_dict(), **kwargs
             )
         except OSError as exc:
             raise ModelUnavailableError(f"{hint} ({exc})") from exc
@@ -264,10 +282,13 @@ def _load_hub(name: str, processing: WeightProcessing, device: str, dtype: torch
         return model
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_files_only)
-        hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only)
+        spread = {"device_map": "auto"} if n_devices > 1 and backend == "bridge" else {}
+        hf_model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=local_files_only,
+                                                        **spread)
     except OSError as exc:
         raise ModelUnavailableError(f"{hint} ({exc})") from exc
-    return _hooked_or_bridge(hf_model.eval(), tokenizer, str(name), str(name), processing, device, dtype, backend)
+    return _hooked_or_bridge(hf_model.eval(), tokenizer, str(name), str(name), processing, device, dtype, backend,
+                             n_devices=n_devices)
 
 
 def _linear_layout(model: HookedTransformer) -> None:
@@ -297,7 +318,7 @@ def _linear_layout(model: HookedTransformer) -> None:
 def load_model(name: str | os.PathLike | None = None, *, device: str | torch.device | None = None,
                dtype: torch.dtype | str = torch.float32, processing: str | WeightProcessing | None = "none",
                cache: bool = True, cache_dir: str | os.PathLike | None = None,
-               local_files_only: bool | None = None, backend: str = "auto"):
+               local_files_only: bool | None = None, backend: str = "auto", n_devices: int = 1):
     """Load a model as a ``HookedTransformer`` or a ``TransformerBridge``, in eval mode.
 
     Args:
@@ -312,23 +333,29 @@ def load_model(name: str | os.PathLike | None = None, *, device: str | torch.dev
         backend: ``"auto"`` (``HookedTransformer`` where TransformerLens can convert the
             architecture, else the bridge), ``"hooked"`` or ``"bridge"``; the one used is
             ``model_info(model)["backend"]``.
+        n_devices: spread the layers over this many CUDA devices for a model that does not fit one card:
+            TransformerLens' ``n_devices`` for a ``HookedTransformer`` (blocks split evenly, the residual
+            moved between them), ``device_map="auto"`` in transformers for the bridge. Checked against
+            ``torch.cuda.device_count()`` before anything loads.
     """
     _check_backend(backend)
     processing = WeightProcessing.parse(processing)
     device, torch_dtype = _device(device), _dtype(dtype)
+    n_devices = check_devices(n_devices, device)
     cache_path = Path(cache_dir) if cache_dir is not None else None
     if local_files_only is None:
         local_files_only = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
     if is_offline_default(name):
         model = _load_gguf(offline_gguf_path(), SMOLLM2_HUB_NAME, processing, device, torch_dtype,
-                           cache, cache_path, backend)
+                           cache and n_devices == 1, cache_path, backend, n_devices)
     elif str(name).endswith(".gguf"):
         path = Path(name)
         if not path.exists():
             raise ModelUnavailableError(f"GGUF file {path} does not exist")
-        model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache, cache_path, backend)
+        model = _load_gguf(path, path.stem, processing, device, torch_dtype, cache and n_devices == 1, cache_path,
+                           backend, n_devices)
     else:
-        model = _load_hub(str(name), processing, device, torch_dtype, local_files_only, backend)
+        model = _load_hub(str(name), processing, device, torch_dtype, local_files_only, backend, n_devices)
     return _ready(model)
 
 

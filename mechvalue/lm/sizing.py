@@ -138,16 +138,20 @@ def available_bytes(device: str) -> int | None:
         return None
 
 
-def check_fits(cfg, name: str, dtype: str, device: str) -> None:
-    """Refuse, before any weight is read, a model whose weights alone exceed the device's memory; the error
-    carries the estimate."""
+def check_fits(cfg, name: str, dtype: str, device: str, n_devices: int = 1) -> None:
+    """Refuse, before any weight is read, a model whose weights alone exceed the device's memory (summed over
+    ``n_devices`` CUDA devices when the layers are spread); the error carries the estimate."""
     s = estimate(cfg, name=name, dtype=dtype)
     free = available_bytes(device)
+    if free is not None and n_devices > 1:
+        free = sum(available_bytes(f"cuda:{i}") or 0 for i in range(n_devices))
+        device = f"{n_devices} CUDA devices"
     if free is not None and s.weights_bytes > free:
         raise ModelUnavailableError(
             f"{name} does not fit on {device}: {s.n_params / 1e9:.3g} B parameters need {gib(s.weights_bytes)} of "
             f"weights in {dtype} (+ {gib(s.kv_cache_bytes)} KV cache, {gib(s.activation_bytes)} activations at "
-            f"batch 16 x 512 tokens), {gib(free)} available; use --dtype bfloat16, a GPU (--device cuda), or see "
+            f"batch 16 x 512 tokens), {gib(free)} available; use --dtype bfloat16, a GPU (--device cuda), several "
+            "(--n-devices N), or see "
             "`mechvalue run --model NAME --dry-run`")
 
 

@@ -58,6 +58,7 @@ class RunConfig:
     device: str | None = None
     dtype: str = "float32"
     backend: str = "auto"
+    n_devices: int = 1
     out: str = "runs/default"
     seed: int = 0
     quick: bool = False
@@ -147,7 +148,8 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "report": (),
 }
 
-_TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "backend": str, "out": str, "seed": int,
+_TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "backend": str, "n_devices": int, "out": str,
+                          "seed": int,
                           "quick": bool,
                           "batch_size": int, "mmlu": str, "data": str, "vl_max_questions": int, "vl_tau": float,
                           "vl_causal_tau": (float, str), "vl_factor": float, "vl_n_random": int,
@@ -188,8 +190,8 @@ def _check_field(name: str, v: Any, source: str):
         raise UsageError(f"{source}: dtype must be one of {', '.join(DTYPES)}, got {v!r}")
     if name == "backend" and v not in ("auto", *BACKENDS):
         raise UsageError(f"{source}: backend must be one of auto, {', '.join(BACKENDS)}, got {v!r}")
-    positive = ("batch_size", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value", "vl_items_per_value",
-                "circuit_items", "circuit_exact_items", "circuit_validate")
+    positive = ("batch_size", "n_devices", "vl_max_questions", "vl_n_random", "vl_dilemmas_per_value",
+                "vl_items_per_value", "circuit_items", "circuit_exact_items", "circuit_validate")
     if name in positive and v < 1:
         raise UsageError(f"{source}: {name} must be at least 1, got {v}")
     if name in ("n_audits", "seed") and v < 0:

@@ -207,7 +207,7 @@ class RunFolder:
             from mechvalue.lm.models import load_model
 
             self._model = load_model(self.config.model, device=self.config.device, dtype=self.config.dtype,
-                                     backend=self.config.backend)
+                                     backend=self.config.backend, n_devices=self.config.n_devices)
         return self._model
 
     @property

@@ -65,3 +65,29 @@ def test_a_model_that_cannot_fit_is_refused_with_the_estimate(tmp_path):
     with pytest.raises(ModelUnavailableError, match=r"does not fit on cpu: 70.6 B parameters need 262.8\d GiB"):
         check_fits(cfg, "llama-70b", "float32", "cpu")
     check_fits(model_config(None), "smollm2", "float32", "cpu")  # 135 M fits
+
+
+def test_n_devices_is_checked_before_anything_loads(monkeypatch):
+    import mechvalue.lm.models as models
+    from mechvalue.core.errors import UsageError
+    from mechvalue.lm.models import check_devices, load_model
+
+    def boom(*a, **k):
+        raise AssertionError("nothing may load before n_devices is checked")
+    monkeypatch.setattr(models, "_load_hub", boom)
+
+    assert check_devices(1, "cpu") == 1
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(UsageError, match="n_devices must be an integer >= 1"):
+            check_devices(bad, "cpu")
+    with pytest.raises(UsageError, match=r"n_devices=2 spreads the model over 2 CUDA devices, but device is 'cpu'"):
+        load_model("some/hub-model", device="cpu", n_devices=2)
+
+
+def test_n_devices_reaches_the_run_config_and_the_flags():
+    from mechvalue.core.errors import UsageError
+    from mechvalue.pipeline.config import RunConfig
+
+    assert RunConfig.build(flags={"n_devices": 4}).n_devices == 4
+    with pytest.raises(UsageError, match="n_devices must be at least 1"):
+        RunConfig.build({"n_devices": 0})
