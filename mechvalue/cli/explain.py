@@ -26,7 +26,10 @@ EXAMPLES = """
     mechvalue explain --run runs/default --neuron-class shared --top 10 --value power --out runs/explain_shared
     mechvalue explain --layer 12 --neuron 345 --texts mine.jsonl --concurrency 8   # added to the bundled sample
     OPENAI_BASE_URL=http://127.0.0.1:8080/v1 MECHVALUE_EXPLAIN_MODEL=qwen mechvalue explain --layer 3 --neuron 7
-    # a llama.cpp server as the explainer:  python -m llama_cpp.server --model qwen2.5-7b-instruct.gguf --port 8080"""
+    # a llama.cpp server as the explainer:  python -m llama_cpp.server --model qwen2.5-7b-instruct.gguf --port 8080
+    # --out gets explanations.csv (layer, index, kind, explanation, score, note, n_sim_tokens, unparsed, max_act,
+    # top_example), summary.json (mean score of targets vs random neurons, bootstrap 95% CIs, their difference)
+    # and cache.jsonl (every reply: rerun the same command to resume; nothing answered is asked again)"""
 #: flag -> smallest allowed value (checked before anything loads)
 _AT_LEAST = {"random": 0, "concurrency": 1, "max_tokens": 1, "n_explain": 1, "n_top_holdout": 0,
              "n_random_holdout": 0, "max_length": 1}

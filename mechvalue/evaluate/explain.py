@@ -29,7 +29,8 @@ Usage::
     #   mechvalue explain --layer 12 --neuron 345 --base-url http://127.0.0.1:8080/v1 --explainer-model qwen
     #   mechvalue explain --run runs/default --neuron-class shared --top 10 --random 10 --out runs/explain
 
-Endpoint: any OpenAI-compatible chat server (llama.cpp, vLLM, OpenAI); ``$OPENAI_BASE_URL``,
+The pure parts (prompts, reply parsing, scores, :func:`summarize`) live in :mod:`.explain_prompts` and are
+re-exported here. Endpoint: any OpenAI-compatible chat server (llama.cpp, vLLM, OpenAI); ``$OPENAI_BASE_URL``,
 ``$MECHVALUE_EXPLAIN_MODEL`` and ``$OPENAI_API_KEY`` are the defaults. Temperature 0. Every reply is cached
 in an append-only JSONL file (:class:`~mechvalue.evaluate.openai_judge.JudgmentCache`, keyed by a sha256 of
 model, prompt and sampling parameters; one fsynced line per reply), so a rerun sends no request already
@@ -180,7 +181,7 @@ def scan_activations(model, texts: Sequence[str], neurons: Sequence[tuple[int, i
         batch = tokenize(tok, [raw(t) for t in chunk], span="all", skip_special=True, padding_side="right",
                          max_length=max_length)
         _, cache = model.run_with_cache(batch.tokens.to(device), attention_mask=batch.attention_mask.to(device),
-                                        names_filter=lambda n: n in by_hook, stop_at_layer=stop)
+                                        names_filter=list(by_hook), stop_at_layer=stop)
         acts = torch.zeros(*batch.tokens.shape, len(neurons))  # [batch, pos, neuron]
         for name, (cols, idx) in by_hook.items():
             acts[..., cols] = cache[name][..., idx].float().cpu()
@@ -233,8 +234,6 @@ def neuron_records(model, layer: int, index: int, texts: Sequence[str] | None, *
     return select_records(scan, 0, layer=layer, index=index, n_explain=n_explain, n_top_holdout=n_top_holdout,
                           n_random_holdout=n_random_holdout, seed=seed)
 
-
-# ------------------------------------------------------------------ prompts and replies (pure)
 
 # ------------------------------------------------------------------ the endpoint
 
@@ -326,7 +325,7 @@ class Explainer:
 
         keys = [self.key(p, m) for p, m, _ in jobs]
         todo = {k: job for k, job in zip(keys, jobs) if k not in self.cache}
-        self._count(cache_hits=len(keys) - len(todo))
+        self._count(cache_hits=sum(k in self.cache for k in keys))  # per job: a repeated prompt is asked once
         failures: list[str] = []
         if todo:
             pool = ThreadPoolExecutor(min(self.concurrency, len(todo)))

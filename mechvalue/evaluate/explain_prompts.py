@@ -113,7 +113,7 @@ def simulation_prompt(explanation: str, tokens: Sequence[str]) -> str:
 
 def _same(a: str, b: str) -> bool:
     a, b = a.strip().lower(), b.strip().lower()
-    return a == b or a.strip("\"'`") == b.strip("\"'`")
+    return a == b or a.strip("\"'`").strip() == b.strip("\"'`").strip()
 
 
 def parse_simulation(reply: str, tokens: Sequence[str], window: int = 8) -> tuple[Float[Tensor, " pos"], int]:
@@ -122,8 +122,9 @@ def parse_simulation(reply: str, tokens: Sequence[str], window: int = 8) -> tupl
     Reply lines read ``token<TAB>number`` (a space, ``:``, ``=`` or ``|`` may stand for the tab); blank lines,
     ``<start>``/``<end>`` and code fences are skipped. Lines are aligned in order: a line's token is matched to
     the next unfilled token among the following ``window`` (case, surrounding spaces and quotes ignored), so
-    a skipped token stays NaN; a line that is a bare number fills the next token. Other lines (prose, tokens
-    that match nothing) count as unparsed. Numbers are clipped to [0, 10].
+    a skipped token stays NaN; a line that is a bare number from 0 to 10 fills the next token. Other lines
+    (prose, tokens that match nothing, bare numbers off the scale) count as unparsed. Numbers after a token are
+    clipped to [0, 10].
     """
     pred = torch.full((len(tokens),), float("nan"))
     shown, cursor, unparsed = [show_token(t) for t in tokens], 0, 0
@@ -134,9 +135,10 @@ def parse_simulation(reply: str, tokens: Sequence[str], window: int = 8) -> tupl
         if not m:
             unparsed += 1
             continue
-        tok, value = m.group("tok"), min(10.0, max(0.0, float(m.group("num"))))
-        if not tok.strip():
-            j = cursor if cursor < len(tokens) else None
+        tok, number = m.group("tok"), float(m.group("num"))
+        value = min(10.0, max(0.0, number))
+        if not tok.strip():  # a bare number: the next token's, if it is on the scale (else an echoed token)
+            j = cursor if cursor < len(tokens) and 0 <= number <= 10 else None
         else:
             j = next((k for k in range(cursor, min(len(tokens), cursor + window)) if _same(tok, shown[k])), None)
         if j is None:

@@ -69,6 +69,7 @@ class ComplianceConfig:
     within: float = 0.30
     beyond: float = 0.10
     classifier_C: float = 0.01
+    batch_size: int = 32  # rows per generation batch (decoding streams the weights once per step: wide is cheap)
     seed: int = 0
 
     @classmethod
@@ -160,13 +161,14 @@ def _score(model, rows: list[dict], items: dict[str, list], classifier, batch_si
     if ins.any():
         sub = [it for it, m in zip(its, ins) if m]
         df.loc[ins, "followed"] = follows(df.response[ins].tolist(), [it.prompt for it in sub],
-                                          [it.instruction_id_list for it in sub], [it.kwargs for it in sub])[:, 0]
+                                          [it.instruction_id_list for it in sub], [it.kwargs for it in sub]
+                                          )[:, 0].astype(float)
     ref = ~ins
     df["refusal_prefix"], df["refusal_classifier"] = np.nan, np.nan
     if ref.any():
         texts = df.response[ref].tolist()
-        df.loc[ref, "refusal_prefix"] = prefix_refusal(texts)
-        df.loc[ref, "refusal_classifier"] = classifier.predict(texts)
+        df.loc[ref, "refusal_prefix"] = prefix_refusal(texts).astype(float)
+        df.loc[ref, "refusal_classifier"] = classifier.predict(texts).astype(float)
     df["log_ppl"] = np.log(perplexity(model, [it.prompt for it in its], df.response.tolist(), batch_size=batch_size))
     df["empty"] = ~df.response.str.strip().astype(bool)
     return df
@@ -235,7 +237,8 @@ def verdict(results: pd.DataFrame, chosen: str) -> dict:
 
 
 def run_compliance(model, deltas: Float[Tensor, "value d_model"], values: Sequence[str], layer: int, scale: float,
-                   out_dir: str | Path, config: ComplianceConfig | None = None, *, mmlu=None, batch_size: int = 16,
+                   out_dir: str | Path, config: ComplianceConfig | None = None, *, mmlu=None,
+                   batch_size: int | None = None,
                    progress: bool = True, data_root: str | Path | None = None) -> dict:
     """The whole experiment into ``out_dir`` (module doc); resumable through ``responses.jsonl``.
 
@@ -247,6 +250,7 @@ def run_compliance(model, deltas: Float[Tensor, "value d_model"], values: Sequen
     from mechvalue.evaluate.refusal import RefusalClassifier, agreement
 
     cfg = config or ComplianceConfig()
+    batch_size = batch_size or cfg.batch_size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not np.isfinite(scale) or scale <= 0:

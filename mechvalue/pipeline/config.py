@@ -141,7 +141,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "conva": COMMON_FIELDS,
     "neva": (*COMMON_FIELDS, "neva_budget", "neva_C", "study.n_controls"),  # that many random edits
     "dual": (*COMMON_FIELDS, "dual", "mmlu"),
-    "compliance": (*COMMON_FIELDS, "compliance", "mmlu", "batch_size"),
+    "compliance": (*COMMON_FIELDS, "compliance", "mmlu"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
     "circuits": (*COMMON_FIELDS, "circuit_values", "circuit_items", "circuit_exact_items", "circuit_validate"),
     "audits": (*COMMON_FIELDS, "n_audits"),

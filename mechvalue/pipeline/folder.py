@@ -33,6 +33,9 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "audits": ("valuelocate", "neva"),
     "report": ("judge", "valuelocate", "conva", "neva", "dual", "compliance", "steering", "circuits", "audits"),
 }
+#: data folders read by one step only (their files enter that step's fingerprint, not every step's)
+OWN_DATA: dict[str, tuple[str, ...]] = {"compliance": ("compliance",)}
+_OWNED = {folder for folders in OWN_DATA.values() for folder in folders}
 _NUMERIC_PACKAGES = ("mechvalue", "torch", "transformer-lens", "transformers", "numpy", "scikit-learn")
 
 
@@ -40,9 +43,10 @@ class RunFolderBusy(MechvalueError):
     """Another ``mechvalue run`` holds the folder's lock."""
 
 
-def data_fingerprint() -> str:
+def data_fingerprint(step: str | None = None) -> str:
     """Hash of the data files the loaders read (names and bytes): the bundled ones and, under
-    :func:`~mechvalue.data.bundled.using_data`, the user's, which replace them."""
+    :func:`~mechvalue.data.bundled.using_data`, the user's, which replace them. Without ``step``: every file
+    but the folders one step owns (:data:`OWN_DATA`); with it: that step's own folders only."""
     from mechvalue.data.bundled import USER_DATA, data_dir
 
     h = hashlib.sha256()
@@ -51,8 +55,10 @@ def data_fingerprint() -> str:
             continue
         h.update(b"user:" if root != data_dir() else b"")
         for p in sorted(root.rglob("*.jsonl")):
-            h.update(str(p.relative_to(root)).encode())
-            h.update(file_sha256(p).encode())
+            rel = p.relative_to(root)
+            if (rel.parts[0] in OWN_DATA.get(step, ())) if step else (rel.parts[0] not in _OWNED):
+                h.update(str(rel).encode())
+                h.update(file_sha256(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -106,8 +112,11 @@ class RunFolder:
             self._data_fp = data_fingerprint()
         versions = package_versions()
         upstream = {u: (self.record(u) or {}).get("result_id") for u in UPSTREAM[step]}
-        return {"step": step, "config": self.config.section(step), "data": self._data_fp,
-                "versions": {k: versions.get(k) for k in _NUMERIC_PACKAGES}, "upstream": upstream}
+        inputs = {"step": step, "config": self.config.section(step), "data": self._data_fp,
+                  "versions": {k: versions.get(k) for k in _NUMERIC_PACKAGES}, "upstream": upstream}
+        if step in OWN_DATA:
+            inputs["own_data"] = data_fingerprint(step)
+        return inputs
 
     def fingerprint(self, step: str) -> str:
         return hashlib.sha256(json.dumps(self.inputs(step), sort_keys=True, default=str).encode()).hexdigest()[:16]

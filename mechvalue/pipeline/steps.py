@@ -242,7 +242,7 @@ def step_compliance(config: RunConfig, folder: RunFolder) -> dict:
     mmlu, _ = folder.mmlu()
     out = run_compliance(folder.model, deltas[keep], [vectors.values[i] for i in keep], layer,
                          float(vectors.meta["resid_norm"][li]), folder.out / "compliance", config.compliance,
-                         mmlu=mmlu, batch_size=config.batch_size)
+                         mmlu=mmlu)
     v = out["verdict"]
     return {"holds": v["holds"], "parts": v["parts"], "chosen_alpha": v["chosen_alpha"], "layer": layer,
             "values": [vectors.values[i] for i in keep]}

@@ -79,3 +79,30 @@ def test_config_checks():
     with pytest.raises(MechvalueError, match="beyond"):
         ComplianceConfig(within=0.1, beyond=0.3)
     assert ComplianceConfig.quick().n_instructions > 0
+
+
+def test_run_compliance_end_to_end_and_resume(tiny_model, tmp_path, monkeypatch):
+    """The whole experiment on a tiny random model with the bundled prompts: files, rows, verdict, resume."""
+    import mechvalue.methods.compliance as comp
+    from mechvalue.methods.compliance import run_compliance
+
+    g = torch.Generator().manual_seed(0)
+    deltas = torch.randn(3, tiny_model.cfg.d_model, generator=g)
+    cfg = ComplianceConfig(doses=(0.5,), n_instructions=24, n_refusals=8, n_random=1, n_value_controls=1,
+                           max_new_tokens=6, max_new_tokens_refusal=4)
+    out = run_compliance(tiny_model, deltas, ["power", "benevolence", "security"], 1, 3.0, tmp_path, cfg,
+                         batch_size=8, progress=False)
+    arms = ["base", "mean_delta@0.5", "random:0", "value:power"]
+    assert list(out["results"].target.unique()) == arms
+    for f in ("doses.csv", "responses.jsonl", "outcomes.csv", "bands.csv", "results.csv", "classifier.json",
+              "verdict.json"):
+        assert (tmp_path / f).exists(), f
+    o = out["outcomes"]
+    assert len(o) == 4 * (24 + 8) and o[o.kind == "instruction"].followed.isin([0.0, 1.0]).all()
+    assert set(o[o.kind == "refusal"].refusal_prefix.dropna().unique()) <= {0.0, 1.0}
+    assert out["verdict"]["arm"] == "mean_delta@0.5" and out["verdict"]["chosen_passed_mmlu_cap"] is None
+    calls = []
+    monkeypatch.setattr(comp, "generate", lambda *a, **k: calls.append(1))
+    again = run_compliance(tiny_model, deltas, ["power", "benevolence", "security"], 1, 3.0, tmp_path, cfg,
+                           batch_size=8, progress=False)
+    assert not calls and again["results"].equals(out["results"])  # every response read back, none regenerated
