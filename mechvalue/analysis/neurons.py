@@ -245,3 +245,15 @@ def angle_class_table(classes: AngleClasses, **columns):
     return pd.DataFrame({**columns, "neuron": kept.numpy(), "class": names[lab.numpy()], "angle": angle.numpy(),
                          "proj_norm": classes.norm[kept].numpy(), "x": classes.coords[kept, 0].numpy(),
                          "y": classes.coords[kept, 1].numpy()})
+
+
+def top_class_neurons(table, cls: str, k: int, value: str | None = None) -> list[tuple[int, int]]:
+    """The ``k`` neurons of class ``cls`` (``shared``/``intrinsic``/``prompted``) with the largest ``proj_norm``.
+
+    ``table`` is the dual step's ``neuron_classes.csv`` as a DataFrame (columns value, layer, neuron, class,
+    proj_norm), optionally restricted to one ``value``; a neuron classed for several values counts once.
+    """
+    rows = table[(table["class"] == cls) & ((table["value"] == value) if value else True)]
+    rows = rows.sort_values("proj_norm", ascending=False, kind="stable")
+    return list(dict.fromkeys(zip(rows["layer"].astype(int), rows["neuron"].astype(int))))[:k]
+

@@ -120,14 +120,14 @@ def _from_run(run: str, cls: str, k: int, value: str | None) -> list[tuple[int, 
     need = {"value", "layer", "neuron", "class", "proj_norm"}
     if not need <= set(df.columns):
         raise CorruptFileError(f"{path}: lacks the columns {sorted(need - set(df.columns))}")
-    rows = df[(df["class"] == cls) & ((df["value"] == value) if value else True)]
-    if rows.empty:
+    from mechvalue.analysis.neurons import top_class_neurons
+
+    keys = top_class_neurons(df, cls, k, value)
+    if not keys:
         have = sorted(df.loc[(df["value"] == value) if value else slice(None), "class"].unique())
         raise DataError(f"{path}: no {cls} neurons{f' of {value}' if value else ''} (the file holds "
                         f"{', '.join(map(str, have)) or 'no classified neurons'})")
-    rows = rows.sort_values("proj_norm", ascending=False, kind="stable")
-    keys = list(dict.fromkeys(zip(rows["layer"].astype(int), rows["neuron"].astype(int))))
-    return keys[:k]
+    return keys
 
 
 def _targets(args) -> list[tuple[int, int]]:

@@ -109,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "replace the bundled ones of the same kind and value, validated before anything runs")
     p.add_argument("--force-step", default=None, metavar="STEPS",
                    help="recompute these steps (comma-separated) even if their inputs are unchanged")
+    p.add_argument("--explain-base-url", default=None, metavar="URL",
+                   help="an OpenAI-compatible endpoint that explains the dual step's neuron classes (audits step)")
+    p.add_argument("--explain-model", default=None, help="the explainer model's name at --explain-base-url")
     p.add_argument("--dry-run", action="store_true",
                    help="print the model's parameter count, the memory its weights, KV cache and activations need "
                         "and the estimated time per step, without loading it; then stop")

@@ -57,15 +57,15 @@ __all__ = ["ComplianceConfig", "ability_bands", "compliance_directions", "compli
 class ComplianceConfig:
     """Knobs of the compliance experiment (see the module doc). ``n_*`` = 0 means all items."""
 
-    doses: tuple[float, ...] = (0.25, 0.5, 1.0)
+    doses: tuple[float, ...] = (0.1, 0.2, 0.4)
     max_mmlu_drop: float = 0.05
     n_mmlu: int = 100
     n_instructions: int = 0
     n_refusals: int = 0
     n_random: int = 2
     n_value_controls: int = 10
-    max_new_tokens: int = 128
-    max_new_tokens_refusal: int = 40
+    max_new_tokens: int = 96
+    max_new_tokens_refusal: int = 32
     within: float = 0.30
     beyond: float = 0.10
     classifier_C: float = 0.01
@@ -74,7 +74,7 @@ class ComplianceConfig:
 
     @classmethod
     def quick(cls) -> ComplianceConfig:
-        return cls(doses=(0.5,), n_mmlu=16, n_instructions=36, n_refusals=16, n_random=1, n_value_controls=0,
+        return cls(doses=(0.2,), n_mmlu=16, n_instructions=36, n_refusals=16, n_random=1, n_value_controls=0,
                    max_new_tokens=64, max_new_tokens_refusal=24)
 
     def __post_init__(self):

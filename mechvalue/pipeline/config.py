@@ -76,6 +76,10 @@ class RunConfig:
     neva_budget: float = 0.001
     neva_C: float = 0.1
     n_audits: int = 4
+    explain_base_url: str | None = None
+    explain_model: str | None = None
+    explain_top: int = 3
+    explain_random: int = 3
     circuit_values: tuple[str, ...] = ("benevolence",)
     circuit_items: int = 40
     circuit_exact_items: int = 2
@@ -144,7 +148,7 @@ STEP_FIELDS: dict[str, tuple[str, ...]] = {
     "compliance": (*COMMON_FIELDS, "compliance", "mmlu"),
     "steering": (*COMMON_FIELDS, "study", "mmlu"),
     "circuits": (*COMMON_FIELDS, "circuit_values", "circuit_items", "circuit_exact_items", "circuit_validate"),
-    "audits": (*COMMON_FIELDS, "n_audits"),
+    "audits": (*COMMON_FIELDS, "n_audits", "explain_base_url", "explain_model", "explain_top", "explain_random"),
     "report": (),
 }
 
@@ -154,7 +158,8 @@ _TYPES: dict[str, Any] = {"model": str, "device": str, "dtype": str, "backend": 
                           "batch_size": int, "mmlu": str, "data": str, "vl_max_questions": int, "vl_tau": float,
                           "vl_causal_tau": (float, str), "vl_factor": float, "vl_n_random": int,
                           "vl_dilemmas_per_value": int, "vl_items_per_value": int, "neva_budget": float,
-                          "neva_C": float, "n_audits": int,
+                          "neva_C": float, "n_audits": int, "explain_base_url": str, "explain_model": str,
+                          "explain_top": int, "explain_random": int,
                           "circuit_items": int, "circuit_exact_items": int, "circuit_validate": int}
 
 
@@ -194,7 +199,7 @@ def _check_field(name: str, v: Any, source: str):
                 "vl_items_per_value", "circuit_items", "circuit_exact_items", "circuit_validate")
     if name in positive and v < 1:
         raise UsageError(f"{source}: {name} must be at least 1, got {v}")
-    if name in ("n_audits", "seed") and v < 0:
+    if name in ("n_audits", "seed", "explain_top", "explain_random") and v < 0:
         raise UsageError(f"{source}: {name} must be >= 0, got {v}")
     if name == "vl_causal_tau" and isinstance(v, str) and v != "fdr":
         raise UsageError(f"{source}: vl_causal_tau must be a number in (0, 1) or 'fdr', got {v!r}")

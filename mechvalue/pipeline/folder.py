@@ -30,7 +30,7 @@ UPSTREAM: dict[str, tuple[str, ...]] = {
     "judge": (), "valuelocate": (), "conva": (), "neva": (), "dual": ("judge",), "compliance": ("dual",),
     "steering": ("judge", "conva", "neva", "dual"),  # dual: the judge's validity on generations
     "circuits": ("valuelocate", "neva", "dual"),  # the overlaps with their neuron sets
-    "audits": ("valuelocate", "neva"),
+    "audits": ("valuelocate", "neva", "dual"),  # dual: the neuron classes it explains
     "report": ("judge", "valuelocate", "conva", "neva", "dual", "compliance", "steering", "circuits", "audits"),
 }
 #: data folders read by one step only (their files enter that step's fingerprint, not every step's)

@@ -352,7 +352,10 @@ def step_audits(config: RunConfig, folder: RunFolder) -> dict:
         save_audit(folder.out / "audits" / f"{path.parent.name}_{s.name}_L{layer}_{index}.json", "neuron", layer,
                    index, label, examples)
         done.append(label)
-    return {"audits": done}
+    from mechvalue.pipeline.explanations import explain_classes
+
+    status = explain_classes(config, folder)
+    return {"audits": done, "explanations": status.get("why") or f"{status.get('n_targets')} neurons explained"}
 
 
 def step_report(config: RunConfig, folder: RunFolder) -> dict:

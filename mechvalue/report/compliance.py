@@ -22,13 +22,13 @@ PART_TEXT = {"following_within_up": "instruction following within ability goes u
 def compliance_bars(results: pd.DataFrame) -> Figure:
     """Paired change against no steering (bootstrap 95% CI) per arm, one panel per measure."""
     fig, axes = new_figure(12.0, 4.2, 1, len(PANELS), grid=True)
-    for ax, (metric, title) in zip(np.atleast_1d(axes), PANELS):
+    axes = np.ravel(axes)
+    for ax, (metric, title) in zip(axes, PANELS):
         df = results[(results.metric == metric) & (results.target != "base")]
         y = np.arange(len(df))
         ax.errorbar(df.delta, y, xerr=[df.delta - df.delta_low, df.delta_high - df.delta], fmt="o", capsize=3)
         ax.axvline(0, color="grey", lw=0.8)
-        ax.set_yticks(y, [f"{t} (α={a:g})" for t, a in zip(df.target, df.alpha)] if ax is np.atleast_1d(axes)[0]
-                      else [""] * len(df))
+        ax.set_yticks(y, [f"{t} (α={a:g})" for t, a in zip(df.target, df.alpha)] if ax is axes[0] else [""] * len(df))
         ax.set_title(title, fontsize=9)
         ax.invert_yaxis()
     return fit_titles(fig)
