@@ -21,7 +21,8 @@ PART_TEXT = {"following_within_up": "instruction following within ability goes u
 
 def compliance_bars(results: pd.DataFrame) -> Figure:
     """Paired change against no steering (bootstrap 95% CI) per arm, one panel per measure."""
-    fig, axes = new_figure(12.0, 4.2, 1, len(PANELS), grid=True)
+    n_arms = results.loc[results.target != "base", "target"].nunique()
+    fig, axes = new_figure(12.0, max(2.6, 1.4 + 0.32 * n_arms), 1, len(PANELS), grid=True)
     axes = np.ravel(axes)
     for ax, (metric, title) in zip(axes, PANELS):
         df = results[(results.metric == metric) & (results.target != "base")]
@@ -30,6 +31,7 @@ def compliance_bars(results: pd.DataFrame) -> Figure:
         ax.axvline(0, color="grey", lw=0.8)
         ax.set_yticks(y, [f"{t} (α={a:g})" for t, a in zip(df.target, df.alpha)] if ax is axes[0] else [""] * len(df))
         ax.set_title(title, fontsize=9)
+        ax.set_xlabel("change vs no steering", fontsize=8)
         ax.invert_yaxis()
     return fit_titles(fig)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-
 from judge_server_helpers import JudgeReply, JudgeServer
+
 from mechvalue.pipeline.config import RunConfig
 from mechvalue.pipeline.explanations import explain_classes
 from mechvalue.pipeline.folder import RunFolder

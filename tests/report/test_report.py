@@ -221,6 +221,25 @@ def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
             "kind": kind, "layer": 5, "index": index, "label": f"synthetic audit {k}",
             "examples": [{"text": "".join(toks), "tokens": toks, "acts": list(rng.normal(size=5)), "max": float(m),
                           "argmax": 2} for m in (1.0, 3.0)]}))
+    (au / "explanations.json").write_text(json.dumps({"configured": False, "why": "no explainer endpoint configured"}))
+    co = run_dir / "compliance"
+    co.mkdir(exist_ok=True)
+    res = [{"method": "compliance", "target": arm, "value": "", "metric": m, "estimate": 0.5, "ci_low": 0.4,
+            "ci_high": 0.6, "n": 40, "alpha": a, "delta": d, "delta_low": d - 0.1, "delta_high": d + 0.1}
+           for arm, a, d in (("base", 0.0, 0.0), ("mean_delta@0.2", 0.2, 0.2), ("random:0", 0.2, 0.0))
+           for m in ("follow_all", "follow_within", "follow_beyond", "refusal_classifier", "refusal_prefix",
+                     "log_ppl", "empty")]
+    _csv(co / "results.csv", pd.DataFrame(res))
+    _csv(co / "doses.csv", pd.DataFrame({"alpha": [0.0, 0.2], "accuracy": [0.3, 0.29], "drop": [0.0, 0.01],
+                                         "passed": [True, True], "n": [100, 100]}))
+    _csv(co / "bands.csv", pd.DataFrame({"instruction": ["a", "b"], "base_rate": [0.6, 0.0], "n": [16, 16],
+                                         "band": ["within", "beyond"]}))
+    (co / "verdict.json").write_text(json.dumps({
+        "arm": "mean_delta@0.2", "holds": False, "layer": 5, "scale": 30.0, "chosen_alpha": 0.2,
+        "chosen_passed_mmlu_cap": True, "n_instructions": 32, "n_refusals": 20, "bands": {"within": 1, "beyond": 1},
+        "parts": {"following_within_up": True, "refusals_down": False, "no_gain_beyond": True, "above_random": True},
+        "agreement": {"n": 60, "rate_a": 0.1, "rate_b": 0.5, "agreement": 0.6, "kappa": 0.2},
+        "classifier_test_accuracy": 0.97, "punkt": "untrained (offline: no abbreviation list)"}))
     return run_dir
 
 
@@ -228,7 +247,7 @@ FIGURES = ["comparison_bars", "comparison_radar", "valuelocate_fraction_vs_tau",
            "valuelocate_causal", "conva_probe_accuracy", "conva_cosines", "leakage_conva", "leakage_neva",
            "nglr_target_group_conva", "nglr_group_group_neva", "neva_jaccard", "neva_layers", "dual_cosines",
            "dual_retained_norm", "dual_class_counts", "dual_neuron_classes", "dual_steering", "dual_neuron_scaling",
-           "dual_circumplex", "dual_cosine_matrix", "neva_probe_accuracy"]
+           "dual_circumplex", "dual_cosine_matrix", "neva_probe_accuracy", "compliance_deltas"]
 CIRCUIT_FIGURES = ["circuits_resid_", "circuits_heads_", "circuits_neurons_", "circuits_exact_"]
 
 
@@ -242,8 +261,8 @@ def test_report_has_all_sections_and_figures(built):
     run, path = built
     assert path == run / "report.html"
     page = path.read_text(encoding="utf-8")
-    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "circuits", "judges", "audits",
-                "results"):
+    for sid in ("run", "comparison", "anchors", "valuelocate", "conva", "neva", "dual", "compliance", "circuits",
+                "judges", "audits", "results"):
         assert f'id="{sid}"' in page
     assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
     assert "not in this run" not in page
