@@ -15,7 +15,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +90,18 @@ class ClientConfig:
         return f"{type(self).__name__}({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+def endpoint_config(base_url: str | None, model: str | None, api_key: str | None, config: ClientConfig | None, *,
+                    model_env: str) -> ClientConfig | None:
+    """The endpoint of a judge or explainer: each of base URL and model from the argument, else ``config``, else
+    ``$OPENAI_BASE_URL`` / ``$<model_env>``; ``config``'s other settings kept. None when either is missing."""
+    base_url = base_url or (config.base_url if config else None) or os.environ.get("OPENAI_BASE_URL")
+    model = model or (config.model if config else None) or os.environ.get(model_env)
+    if not base_url or not model:
+        return None
+    cfg = config or ClientConfig(base_url, model)
+    return replace(cfg, base_url=base_url, model=model, api_key=api_key or cfg.api_key)
 
 
 def call_with_retries(cfg: ClientConfig, send: Callable[[], _T], *, count: Callable[..., None],

@@ -47,7 +47,6 @@ keep their end, as :mod:`.audit` does), special tokens (BOS) left out.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -65,7 +64,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechvalue.core.endpoint import ClientConfig, GiveUp, MalformedReply, call_with_retries
+from mechvalue.core.endpoint import ClientConfig, GiveUp, MalformedReply, call_with_retries, endpoint_config
 from mechvalue.core.errors import DataError, HookError, MechvalueError
 from mechvalue.core.hooks import check_hook, check_layers, mlp_hook
 from mechvalue.evaluate.audit import default_texts, mark_max
@@ -265,19 +264,17 @@ class Explainer:
         if concurrency < 1 or max_tokens < 1 or (sim_max_tokens is not None and sim_max_tokens < 1):
             raise ExplainError(f"need concurrency >= 1, max_tokens >= 1 and sim_max_tokens >= 1; got {concurrency}, "
                                f"{max_tokens}, {sim_max_tokens}")
-        base_url = base_url or (config.base_url if config else None) or os.environ.get("OPENAI_BASE_URL")
-        model = model or (config.model if config else None) or os.environ.get("MECHVALUE_EXPLAIN_MODEL")
-        if not base_url or not model:
+        resolved = endpoint_config(base_url, model, api_key, config, model_env="MECHVALUE_EXPLAIN_MODEL")
+        if resolved is None:
             raise ExplainError("no explainer endpoint configured: needs a base URL (--base-url or $OPENAI_BASE_URL) "
                                "and a model name (--explainer-model or $MECHVALUE_EXPLAIN_MODEL)")
-        cfg = config or ClientConfig(base_url, model)
-        self.config = dataclasses.replace(cfg, base_url=base_url, model=model, api_key=api_key or cfg.api_key)
+        self.config = resolved
         self.concurrency, self.temperature, self.max_tokens = concurrency, temperature, max_tokens
         self.sim_max_tokens, self.progress = sim_max_tokens, progress
         self.cache = JudgmentCache(cache)
         self.stats: Counter = Counter()
         self._lock, self._rng = threading.Lock(), random.Random(seed)
-        self._client = openai.OpenAI(base_url=base_url, api_key=self.config.key, max_retries=0,
+        self._client = openai.OpenAI(base_url=self.config.base_url, api_key=self.config.key, max_retries=0,
                                      timeout=self.config.timeout)
 
     def _count(self, **kw: int) -> None:

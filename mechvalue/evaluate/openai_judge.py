@@ -22,7 +22,6 @@ The endpoint settings (:class:`ClientConfig`) and the retry loop (:func:`call_wi
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -40,7 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from mechvalue.core.endpoint import ClientConfig, GiveUp, MalformedReply, call_with_retries, complete_lines
+from mechvalue.core.endpoint import (
+    ClientConfig,
+    GiveUp,
+    MalformedReply,
+    call_with_retries,
+    complete_lines,
+    endpoint_config,
+)
 from mechvalue.core.errors import MechvalueError
 from mechvalue.core.values import DEFINITIONS, DISPLAY, canonical, canonical_list
 
@@ -265,13 +271,12 @@ class OpenAIJudge:
             raise JudgeError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
         if on_failure not in ("raise", "nan") or concurrency < 1 or max_tokens < 1:
             raise JudgeError("need on_failure in ('raise', 'nan'), concurrency >= 1 and max_tokens >= 1")
-        base_url = base_url or (config.base_url if config else None) or os.environ.get("OPENAI_BASE_URL")
-        model = model or (config.model if config else None) or os.environ.get("MECHVALUE_JUDGE_MODEL")
-        if not base_url or not model:
+        resolved = endpoint_config(base_url, model, api_key, config, model_env="MECHVALUE_JUDGE_MODEL")
+        if resolved is None:
             raise JudgeError("OpenAIJudge needs a base URL (base_url= or $OPENAI_BASE_URL) and a judge model "
                              "(model= or $MECHVALUE_JUDGE_MODEL)")
-        cfg = config or ClientConfig(base_url, model)
-        self.config = dataclasses.replace(cfg, base_url=base_url, model=model, api_key=api_key or cfg.api_key)
+        self.config = resolved
+        base_url, model = resolved.base_url, resolved.model
         self.protocol, self.concurrency, self.on_failure = protocol, concurrency, on_failure
         self.name = f"openai:{model}:{protocol}"
         self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}

@@ -6,19 +6,18 @@ import importlib.util
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import threading
 import time
-import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_tiny_model
+from judge_server_helpers import JudgeReply, JudgeServer, yes_no_responder  # noqa: E402 (tests/ is on sys.path)
+from llama_server_helpers import llama_cpp_server  # noqa: E402
 
 from mechvalue.core.errors import CorruptFileError, MechvalueError
 from mechvalue.core.values import VALUES
@@ -26,11 +25,6 @@ from mechvalue.data.synthesize import ClientConfig
 from mechvalue.evaluate import judges
 from mechvalue.evaluate.judges import ClassifierJudge, Judge, LexiconJudge, OpenAIJudge, evaluate_judge_on_touche
 from mechvalue.evaluate.openai_judge import JudgeError, score_csr, score_geval
-
-try:
-    from .judge_server_helpers import JudgeReply, JudgeServer, yes_no_responder
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from judge_server_helpers import JudgeReply, JudgeServer, yes_no_responder
 
 BENEVOLENT = ("I stayed up all night to help my friend move, cooked for my sick neighbour and offered my "
               "family support, kindness and care.")
@@ -455,39 +449,13 @@ def test_crash_mid_run_then_resume_pays_nothing_twice(tmp_path):
 # ---------------------------------------------------------------- optional: a real llama.cpp server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                     reason="llama-cpp-python is not installed (pip install 'llama-cpp-python[server]' to run "
                            "the end-to-end judge test against a real OpenAI-compatible server)")
 def test_end_to_end_against_llama_cpp_server(tmp_path):
     from mechvalue.lm.models import offline_gguf_path
 
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(offline_gguf_path()),
-                             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: "
-                            f"{Path(log.name).read_text(errors='replace')[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama_cpp.server did not become ready within 120 s")
-            time.sleep(0.5)
+    with llama_cpp_server(offline_gguf_path(), tmp_path / "server.log", n_ctx=2048) as base:
         for protocol in ("csr", "geval"):
             j = OpenAIJudge(base, "smollm2", "none", protocol=protocol, cache=tmp_path / f"{protocol}.jsonl",
                             concurrency=1, max_tokens=8, config=ClientConfig(base, "smollm2", timeout=120))
@@ -500,14 +468,6 @@ def test_end_to_end_against_llama_cpp_server(tmp_path):
             requests = j.stats["requests"]
             j.judge([BENEVOLENT, POWER], "benevolence", questions=["What matters to you?"] * 2)
             assert j.stats["requests"] == requests  # cached
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def test_module_exports():
