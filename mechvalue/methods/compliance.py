@@ -42,6 +42,7 @@ import pandas as pd
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from mechvalue.analysis.metrics import bootstrap_ci, paired_difference, results_frame
 from mechvalue.analysis.vectors import mean_delta, random_directions
@@ -137,12 +138,13 @@ def _respond(model, arms: dict[str, tuple[Tensor | None, float]], items: dict[st
             if not todo:
                 continue
             n_new = cfg.max_new_tokens if kind == "instruction" else cfg.max_new_tokens_refusal
-            g = generate(model, [it.prompt for it in todo], spec, max_new_tokens=n_new, batch_size=batch_size,
-                         progress=progress)
-            new = [{"arm": arm, "alpha": alpha, "kind": kind, "id": it.id, "response": t}
-                   for it, t in zip(todo, g.texts)]
-            append_jsonl(path, new)
-            rows += new
+            chunks = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+            for chunk in tqdm(chunks, desc=f"compliance {arm} {kind}", disable=not progress):
+                g = generate(model, [it.prompt for it in chunk], spec, max_new_tokens=n_new, batch_size=batch_size)
+                new = [{"arm": arm, "alpha": alpha, "kind": kind, "id": it.id, "response": t}
+                       for it, t in zip(chunk, g.texts)]
+                append_jsonl(path, new)  # one batch at a time: an interrupted step resumes at the next batch
+                rows += new
     return rows
 
 
