@@ -13,7 +13,7 @@ import json
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -174,8 +174,11 @@ def using_data(folder: str | Path | None) -> Iterator[list[Path]]:
         USER_DATA.reset(token)
 
 
-def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
-    """Read and validate a JSONL file of ``record`` dataclasses."""
+def read_jsonl(path: str | Path, record: type[R],
+               check: Callable[[dict[str, Any], str], dict[str, Any]] | None = None) -> list[R]:
+    """Read and validate a JSONL file of ``record`` dataclasses: one JSON object per line with exactly the record's
+    keys and a unique ``id``. Every field must be a non-empty string, unless ``check(obj, where)`` is given: it
+    validates (and may convert) the fields of a record with other types instead, raising :class:`DataError`."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file")
@@ -189,7 +192,7 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
-            out.append(_validate(obj, record, fields, f"{path}:{lineno}"))
+            out.append(_validate(obj, record, fields, f"{path}:{lineno}", check))
             if out[-1].id in seen:
                 raise DataError(f"{path}:{lineno}: duplicate id {out[-1].id!r}")
             seen.add(out[-1].id)
@@ -198,12 +201,16 @@ def read_jsonl(path: str | Path, record: type[R]) -> list[R]:
     return out
 
 
-def _validate(obj: Any, record: type[R], fields: list[str], where: str) -> R:
+def _validate(obj: Any, record: type[R], fields: list[str], where: str, check=None) -> R:
     if not isinstance(obj, dict):
         raise DataError(f"{where}: expected a JSON object")
     missing, extra = set(fields) - set(obj), set(obj) - set(fields)
     if missing or extra:
         raise DataError(f"{where}: keys must be {fields}; missing {sorted(missing)}, unexpected {sorted(extra)}")
+    if check is not None:
+        if not isinstance(obj["id"], str) or not obj["id"].strip():
+            raise DataError(f"{where}: 'id' must be a non-empty string")
+        return record(**check(obj, where))
     for k in fields:
         if not isinstance(obj[k], str) or not obj[k].strip():
             raise DataError(f"{where}: {k!r} must be a non-empty string")

@@ -19,20 +19,18 @@ card: ``data/README.md``, "Compliance experiment data"):
 
 Loaders validate every line (keys, types, known instruction ids, kwargs names, categories and styles, unique
 ids) and raise :class:`~mechvalue.core.errors.DataError` naming the file and line, like
-:mod:`mechvalue.data.bundled` (whose ``read_jsonl`` only takes string fields).
+:mod:`mechvalue.data.bundled` (its ``read_jsonl``, with a per-record ``check``: these records hold lists, dicts
+and booleans).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from mechvalue.core.errors import DataError
-from mechvalue.data.bundled import data_file
+from mechvalue.data.bundled import data_file, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -106,48 +104,17 @@ def compliance_file(name: str, root: str | Path | None = None) -> Path:
 
 def load_instruction_prompts(root: str | Path | None = None) -> list[InstructionPrompt]:
     """Prompts with verifiable IFEval-style instructions (``data/compliance/instructions.jsonl``)."""
-    return _read(compliance_file("instructions", root), InstructionPrompt, _check_instruction)
+    return read_jsonl(compliance_file("instructions", root), InstructionPrompt, _check_instruction)
 
 
 def load_refusal_requests(root: str | Path | None = None) -> list[RefusalRequest]:
     """Mild requests to decline (``data/compliance/refusal_requests.jsonl``)."""
-    return _read(compliance_file("refusal_requests", root), RefusalRequest, _check_request)
+    return read_jsonl(compliance_file("refusal_requests", root), RefusalRequest, _check_request)
 
 
 def load_refusal_examples(root: str | Path | None = None) -> list[RefusalExample]:
     """Labelled refusal / non-refusal responses (``data/compliance/refusal_examples.jsonl``)."""
-    return _read(compliance_file("refusal_examples", root), RefusalExample, _check_example)
-
-
-def _read(path: Path, record: type[R], check: Callable[[dict[str, Any], str], dict[str, Any]]) -> list[R]:
-    if not path.exists():
-        raise DataError(f"{path}: no such file")
-    fields = [f.name for f in dataclasses.fields(record)]
-    out: list[R] = []
-    seen: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON ({exc.msg})") from exc
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object")
-            missing, extra = set(fields) - set(obj), set(obj) - set(fields)
-            if missing or extra:
-                raise DataError(f"{where}: keys must be {fields}; missing {sorted(missing)}, "
-                                f"unexpected {sorted(extra)}")
-            _strings(obj, ["id"], where)
-            if obj["id"] in seen:
-                raise DataError(f"{where}: duplicate id {obj['id']!r}")
-            seen.add(obj["id"])
-            out.append(record(**check(obj, where)))
-    if not out:
-        raise DataError(f"{path}: file has no records")
-    return out
+    return read_jsonl(compliance_file("refusal_examples", root), RefusalExample, _check_example)
 
 
 def _strings(obj: dict[str, Any], keys: list[str], where: str) -> None:
