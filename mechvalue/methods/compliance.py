@@ -19,7 +19,8 @@ improved instruction following on tasks within the model's ability but not beyon
   split by the unsteered pass rate of each instruction type into *within ability* (>= ``within``)
   and *beyond ability* (< ``beyond``); (b) refusal rate on ``data/compliance/refusal_requests.jsonl``
   by the refusal-prefix list and by a classifier head (:mod:`mechvalue.evaluate.refusal`), with
-  their agreement; (c) fluency: the unsteered model's perplexity of each steered response.
+  their agreement; (c) fluency: the unsteered model's perplexity of the steered responses to
+  ``n_fluency`` prompts per kind (the same prompts in every arm, so the change is paired).
 - **Verdict** (:func:`verdict`): the paper's pattern holds when, at the chosen dose, following within
   ability goes up (CI above 0), refusals go down (classifier CI below 0), following beyond ability
   does not go up (CI includes or is below 0), and the mean delta's within-ability gain is above every
@@ -67,6 +68,7 @@ class ComplianceConfig:
     n_value_controls: int = 10
     max_new_tokens: int = 96
     max_new_tokens_refusal: int = 32
+    n_fluency: int = 64  # prompts per kind whose responses get a perplexity (the same ones in every arm; 0 = all)
     within: float = 0.30
     beyond: float = 0.10
     classifier_C: float = 0.01
@@ -76,13 +78,15 @@ class ComplianceConfig:
     @classmethod
     def quick(cls) -> ComplianceConfig:
         return cls(doses=(0.2,), n_mmlu=16, n_instructions=36, n_refusals=16, n_random=1, n_value_controls=0,
-                   max_new_tokens=64, max_new_tokens_refusal=24)
+                   max_new_tokens=64, max_new_tokens_refusal=24, n_fluency=16)
 
     def __post_init__(self):
         if not self.doses or any(not np.isfinite(d) or d <= 0 for d in self.doses):
             raise MechvalueError(f"compliance doses must be positive numbers, got {self.doses}")
         if not 0 <= self.beyond <= self.within <= 1:
             raise MechvalueError(f"need 0 <= beyond <= within <= 1, got beyond={self.beyond}, within={self.within}")
+        if self.n_fluency < 0:
+            raise MechvalueError(f"n_fluency must be >= 0 (0 = every response), got {self.n_fluency}")
 
 
 def compliance_directions(deltas: Float[Tensor, "value d_model"], values: Sequence[str], scale: float, *,
@@ -148,7 +152,10 @@ def _respond(model, arms: dict[str, tuple[Tensor | None, float]], items: dict[st
     return rows
 
 
-def _score(model, rows: list[dict], items: dict[str, list], classifier, batch_size: int) -> pd.DataFrame:
+def _score(model, rows: list[dict], items: dict[str, list], classifier, batch_size: int,
+           fluency_ids: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One row per response: followed, refusal_prefix, refusal_classifier, log_ppl (NaN outside
+    ``fluency_ids``, the (kind, id) pairs scored in every arm; None = all) and empty."""
     from mechvalue.evaluate.instructions import follows
     from mechvalue.evaluate.refusal import prefix_refusal
     from mechvalue.evaluate.scores import perplexity
@@ -171,7 +178,11 @@ def _score(model, rows: list[dict], items: dict[str, list], classifier, batch_si
         texts = df.response[ref].tolist()
         df.loc[ref, "refusal_prefix"] = prefix_refusal(texts).astype(float)
         df.loc[ref, "refusal_classifier"] = classifier.predict(texts).astype(float)
-    df["log_ppl"] = np.log(perplexity(model, [it.prompt for it in its], df.response.tolist(), batch_size=batch_size))
+    df["log_ppl"] = np.nan
+    flu = np.array([fluency_ids is None or (k, i) in fluency_ids for k, i in zip(df.kind, df.id)], dtype=bool)
+    if flu.any():
+        df.loc[flu, "log_ppl"] = np.log(perplexity(model, [it.prompt for it, m in zip(its, flu) if m],
+                                                   df.response[flu].tolist(), batch_size=batch_size))
     df["empty"] = ~df.response.str.strip().astype(bool)
     return df
 
@@ -271,7 +282,8 @@ def run_compliance(model, deltas: Float[Tensor, "value d_model"], values: Sequen
     examples = load_refusal_examples(data_root)
     clf = RefusalClassifier.train(model, [e.text for e in examples], [e.refusal for e in examples],
                                   groups=[e.style for e in examples], C=cfg.classifier_C, seed=cfg.seed)
-    outcomes = _score(model, [r for r in rows if r["arm"] in arms], items, clf, batch_size)
+    fluency_ids = {(kind, it.id) for kind, its in items.items() for it in _subset(its, cfg.n_fluency, cfg.seed + 1)}
+    outcomes = _score(model, [r for r in rows if r["arm"] in arms], items, clf, batch_size, fluency_ids)
     outcomes.to_csv(out / "outcomes.csv", index=False)
     bands = ability_bands(outcomes, cfg.within, cfg.beyond)
     bands.to_csv(out / "bands.csv", index=False)

@@ -78,6 +78,8 @@ def test_config_checks():
         ComplianceConfig(doses=(0.5, -1.0))
     with pytest.raises(MechvalueError, match="beyond"):
         ComplianceConfig(within=0.1, beyond=0.3)
+    with pytest.raises(MechvalueError, match="n_fluency"):
+        ComplianceConfig(n_fluency=-1)
     assert ComplianceConfig.quick().n_instructions > 0
 
 
@@ -89,7 +91,7 @@ def test_run_compliance_end_to_end_and_resume(tiny_model, tmp_path, monkeypatch)
     g = torch.Generator().manual_seed(0)
     deltas = torch.randn(3, tiny_model.cfg.d_model, generator=g)
     cfg = ComplianceConfig(doses=(0.5,), n_instructions=24, n_refusals=8, n_random=1, n_value_controls=1,
-                           max_new_tokens=6, max_new_tokens_refusal=4)
+                           max_new_tokens=6, max_new_tokens_refusal=4, n_fluency=5)
     out = run_compliance(tiny_model, deltas, ["power", "benevolence", "security"], 1, 3.0, tmp_path, cfg,
                          batch_size=8, progress=False)
     arms = ["base", "mean_delta@0.5", "random:0", "value:power"]
@@ -100,6 +102,11 @@ def test_run_compliance_end_to_end_and_resume(tiny_model, tmp_path, monkeypatch)
     o = out["outcomes"]
     assert len(o) == 4 * (24 + 8) and o[o.kind == "instruction"].followed.isin([0.0, 1.0]).all()
     assert set(o[o.kind == "refusal"].refusal_prefix.dropna().unique()) <= {0.0, 1.0}
+    scored = o[o.log_ppl.notna()]  # fluency on n_fluency prompts per kind, the same ones in every arm
+    assert np.isfinite(scored.log_ppl).all() and (scored.groupby("arm").size() == 2 * 5).all()
+    assert scored.groupby("arm").apply(lambda g: frozenset(zip(g.kind, g.id))).nunique() == 1
+    ppl = out["results"][out["results"].metric == "log_ppl"]
+    assert (ppl.n == 10).all() and (ppl[ppl.target == "base"].delta == 0).all()
     assert out["verdict"]["arm"] == "mean_delta@0.5" and out["verdict"]["chosen_passed_mmlu_cap"] is None
     calls = []
     monkeypatch.setattr(comp, "generate", lambda *a, **k: calls.append(1))
