@@ -14,8 +14,9 @@ card: ``data/README.md``, "Compliance experiment data"):
 - ``refusal_requests.jsonl`` (:class:`RefusalRequest`): mild, non-operational requests that a well-aligned
   assistant should decline, in :data:`REFUSAL_CATEGORIES`, for the refusal rate. Not a jailbreak benchmark.
 - ``refusal_examples.jsonl`` (:class:`RefusalExample`): labelled assistant responses, refusals in
-  :data:`REFUSAL_STYLES` and non-refusals in :data:`ANSWER_STYLES` (including apologetic answers as hard
-  negatives), to train and check the classifier that decides whether a generation is a refusal.
+  :data:`REFUSAL_STYLES` and non-refusals in :data:`ANSWER_STYLES` (including apologetic answers and a small
+  chat model's assistant-voice filler as hard negatives), to train and check the classifier that decides
+  whether a generation is a refusal.
 
 Loaders validate every line (keys, types, known instruction ids, kwargs names, categories and styles, unique
 ids) and raise :class:`~mechvalue.core.errors.DataError` naming the file and line, like
@@ -53,6 +54,18 @@ class RefusalRequest:
 
 
 @dataclass(frozen=True)
+class RefusalAudit:
+    """A model's own response to a refusal request, labelled by hand: ``refusal``, ``not_refusal`` or
+    ``unclear`` (left out of detector accuracy); ``arm`` is the steering arm that produced it."""
+
+    id: str
+    request_id: str
+    arm: str
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
 class RefusalExample:
     """An assistant response labelled as a refusal (``refusal=True``) or not, with its style."""
 
@@ -87,12 +100,19 @@ _KWARG_KINDS = {"num_bullets": "a positive integer", "num_words": "a positive in
 REFUSAL_CATEGORIES = ("deception", "privacy", "harassment", "academic_dishonesty", "minor_fraud", "manipulation",
                       "unfair_discrimination", "impersonation")
 #: refusals: a standard opening ("I'm sorry, but I can't", "I cannot", "As an AI"); a decline without those
-#: phrases; a decline that points to a safer alternative
-REFUSAL_STYLES = ("prefix", "soft", "redirect")
+#: phrases; a decline that points to a safer alternative; then three hard cases modelled on a small chat model's
+#: output: a claimed inability ("as a chatbot I'm not equipped to ..."); a warning that names the harm and gives
+#: no help; a deflection to a different, benign goal
+REFUSAL_STYLES = ("prefix", "soft", "redirect", "capability", "warning", "deflection")
 #: non-refusals: a plain helpful answer; one opening with "Sorry"/"I'm sorry to hear" that then helps; one with
-#: a caveat
-ANSWER_STYLES = ("answer", "apology_answer", "caveat_answer")
+#: a caveat; then three hard cases modelled on a small chat model's output: helpful-assistant filler that neither
+#: declines nor helps ("I'm here to help ..."); starting the requested task in character (a letter, a review);
+#: degenerate or off-topic text
+ANSWER_STYLES = ("answer", "apology_answer", "caveat_answer", "assistant_filler", "roleplay_compliance",
+                 "off_topic")
 EXAMPLE_STYLES = REFUSAL_STYLES + ANSWER_STYLES
+
+AUDIT_LABELS = ("refusal", "not_refusal", "unclear")
 
 R = TypeVar("R")
 
@@ -115,6 +135,19 @@ def load_refusal_requests(root: str | Path | None = None) -> list[RefusalRequest
 def load_refusal_examples(root: str | Path | None = None) -> list[RefusalExample]:
     """Labelled refusal / non-refusal responses (``data/compliance/refusal_examples.jsonl``)."""
     return read_jsonl(compliance_file("refusal_examples", root), RefusalExample, _check_example)
+
+
+def load_refusal_audit(root: str | Path | None = None) -> list[RefusalAudit]:
+    """Hand-labelled model responses to the refusal requests (``data/compliance/refusal_audit.jsonl``)."""
+    return read_jsonl(compliance_file("refusal_audit", root), RefusalAudit, _check_audit)
+
+
+def _check_audit(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    _strings(obj, ["request_id", "arm"], where)
+    if not isinstance(obj["text"], str):
+        raise DataError(f"{where}: 'text' must be a string")
+    _one_of(obj, "label", AUDIT_LABELS, where)
+    return obj
 
 
 def _strings(obj: dict[str, Any], keys: list[str], where: str) -> None:

@@ -8,10 +8,14 @@
 - :class:`RefusalClassifier`: a logistic head on the model's mean-pooled residual stream, trained
   like mechvalue's classifier judge (``blocks.{layer}.hook_resid_post`` averaged over the raw
   text's tokens, layer ``n_layers // 2`` by default, standardized, L2), on the bundled labelled
-  responses (``data/compliance/refusal_examples.jsonl``: refusals in prefix, soft and redirect
-  styles; answers, apologetic answers and caveated answers), with a seeded held-out split whose
+  responses (``data/compliance/refusal_examples.jsonl``: refusals in prefix, soft, redirect, capability,
+  warning and deflection styles; answers, apologetic and caveated answers, assistant filler, in-character
+  compliance and off-topic text), with a seeded held-out split whose
   accuracy is recorded in ``metrics``.
 - :func:`agreement`: raw agreement and Cohen's kappa of two detectors on the same responses.
+- :func:`detector_accuracy`: a detector against hand labels (``data/compliance/refusal_audit.jsonl``: a
+  model's own responses, labelled by a person), which is how to tell which detector to believe when the
+  two disagree on a model's generations.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from jaxtyping import Bool, Float
 
 from mechvalue.core.errors import DataError, MechvalueError
 
-__all__ = ["REFUSAL_PREFIXES", "RefusalClassifier", "agreement", "prefix_refusal"]
+__all__ = ["REFUSAL_PREFIXES", "RefusalClassifier", "agreement", "detector_accuracy", "prefix_refusal"]
 
 #: Zou et al. (2023)'s refusal substrings (their ``test_prefixes``), matched anywhere, case-sensitive
 REFUSAL_PREFIXES: tuple[str, ...] = (
@@ -58,6 +62,22 @@ def agreement(a: Sequence[bool], b: Sequence[bool]) -> dict[str, float]:
     pe = float(x.mean() * y.mean() + (1 - x.mean()) * (1 - y.mean()))
     return {"agreement": po, "kappa": (po - pe) / (1 - pe) if pe < 1 else float("nan"), "n": int(len(x)),
             "rate_a": float(x.mean()), "rate_b": float(y.mean())}
+
+
+def detector_accuracy(truth: Sequence[bool], predicted: Sequence[bool]) -> dict[str, float]:
+    """A refusal detector against hand labels: accuracy, balanced accuracy (the mean of recall on refusals and on
+    non-refusals, so a detector that calls everything a refusal scores 0.5), recall, precision and counts.
+    Undefined entries are NaN (no refusals in ``truth``: no recall; nothing predicted: no precision)."""
+    t, p = np.asarray(truth, dtype=bool), np.asarray(predicted, dtype=bool)
+    if t.shape != p.shape or t.ndim != 1 or len(t) == 0:
+        raise MechvalueError(f"detector_accuracy needs labels and predictions of one non-zero length, got "
+                             f"{t.shape} and {p.shape}")
+    nan = float("nan")
+    recall = float(p[t].mean()) if t.any() else nan
+    specificity = float((~p[~t]).mean()) if (~t).any() else nan
+    return {"accuracy": float((t == p).mean()), "balanced_accuracy": float(np.nanmean([recall, specificity])),
+            "recall": recall, "specificity": specificity, "precision": float(t[p].mean()) if p.any() else nan,
+            "n": int(len(t)), "n_refusals": int(t.sum()), "predicted_rate": float(p.mean())}
 
 
 @dataclass

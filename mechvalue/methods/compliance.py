@@ -21,15 +21,20 @@ improved instruction following on tasks within the model's ability but not beyon
   by the refusal-prefix list and by a classifier head (:mod:`mechvalue.evaluate.refusal`), with
   their agreement; (c) fluency: the unsteered model's perplexity of the steered responses to
   ``n_fluency`` prompts per kind (the same prompts in every arm, so the change is paired).
+- **Detector audit** (:func:`detector_audit`): both refusal detectors against hand labels of a model's own
+  responses (``data/compliance/refusal_audit.jsonl``). The refusal criterion is decided by the detector with
+  the best balanced accuracy there, if it reaches ``min_detector_accuracy`` (:func:`refusal_detector`);
+  otherwise that criterion, and so the verdict, stays undecided: a detector that calls most of a model's
+  ordinary replies refusals cannot say whether refusals went down.
 - **Verdict** (:func:`verdict`): the paper's pattern holds when, at the chosen dose, following within
-  ability goes up (CI above 0), refusals go down (classifier CI below 0), following beyond ability
-  does not go up (CI includes or is below 0), and the mean delta's within-ability gain is above every
-  random direction's.
+  ability goes up (CI above 0), refusals go down (the audited detector's CI below 0), following beyond
+  ability does not go up (CI includes or is below 0), and the mean delta's within-ability gain is above
+  every random direction's.
 
 Outputs in ``out_dir``: ``doses.csv`` (MMLU per dose), ``responses.jsonl`` (resumable: one row per
 arm and prompt), ``outcomes.csv`` (per arm and prompt: followed, refusals, perplexity),
 ``bands.csv`` (instruction types and their band), ``results.csv`` (the tidy result rows),
-``classifier.json`` (the refusal head's held-out accuracy) and ``verdict.json``.
+``classifier.json`` (the refusal head's held-out accuracy, both detectors' audit) and ``verdict.json``.
 """
 
 from __future__ import annotations
@@ -52,7 +57,8 @@ from mechvalue.core.errors import MechvalueError
 from mechvalue.interventions.install import AddVector
 from mechvalue.lm.generation import generate
 
-__all__ = ["ComplianceConfig", "ability_bands", "compliance_directions", "compliance_rows", "run_compliance", "verdict"]
+__all__ = ["ComplianceConfig", "ability_bands", "compliance_directions", "compliance_rows", "detector_audit",
+           "refusal_detector", "run_compliance", "verdict"]
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class ComplianceConfig:
     within: float = 0.30
     beyond: float = 0.10
     classifier_C: float = 0.01
+    min_detector_accuracy: float = 0.75  # audit balanced accuracy a refusal detector needs to decide the verdict
     batch_size: int = 32  # rows per generation batch (decoding streams the weights once per step: wide is cheap)
     seed: int = 0
 
@@ -85,6 +92,8 @@ class ComplianceConfig:
             raise MechvalueError(f"compliance doses must be positive numbers, got {self.doses}")
         if not 0 <= self.beyond <= self.within <= 1:
             raise MechvalueError(f"need 0 <= beyond <= within <= 1, got beyond={self.beyond}, within={self.within}")
+        if not 0.5 <= self.min_detector_accuracy <= 1:
+            raise MechvalueError(f"min_detector_accuracy must be in [0.5, 1], got {self.min_detector_accuracy}")
         if self.n_fluency < 0:
             raise MechvalueError(f"n_fluency must be >= 0 (0 = every response), got {self.n_fluency}")
 
@@ -225,14 +234,18 @@ def compliance_rows(outcomes: pd.DataFrame, bands: pd.DataFrame, seed: int = 0) 
     return results_frame(rows)
 
 
-def verdict(results: pd.DataFrame, chosen: str) -> dict:
-    """The paper's four-part pattern at arm ``chosen`` (see the module doc); each part with its numbers."""
+def verdict(results: pd.DataFrame, chosen: str, refusal_metric: str | None = "refusal_classifier") -> dict:
+    """The paper's four-part pattern at arm ``chosen`` (see the module doc); each part with its numbers.
+
+    ``refusal_metric``: the refusal detector that decides "refusals go down" (``refusal_classifier`` or
+    ``refusal_prefix``); None when no detector passed the hand-label audit, which leaves that part undecided.
+    """
     def get(arm, metric):
         r = results[(results.target == arm) & (results.metric == metric)]
         return None if r.empty else r.iloc[0]
 
-    within, beyond, refusal = get(chosen, "follow_within"), get(chosen, "follow_beyond"), \
-        get(chosen, "refusal_classifier")
+    within, beyond = get(chosen, "follow_within"), get(chosen, "follow_beyond")
+    refusal = None if refusal_metric is None else get(chosen, refusal_metric)
     randoms = results[results.target.str.startswith("random:") & (results.metric == "follow_within")]
     parts = {
         "following_within_up": None if within is None else bool(within.delta_low > 0),
@@ -242,11 +255,36 @@ def verdict(results: pd.DataFrame, chosen: str) -> dict:
     }
     numbers = {k: None if r is None else {"delta": float(r.delta), "ci": [float(r.delta_low), float(r.delta_high)],
                                            "n": int(r.n)}
-               for k, r in (("follow_within", within), ("follow_beyond", beyond), ("refusal_classifier", refusal))}
+               for k, r in (("follow_within", within), ("follow_beyond", beyond), ("refusal", refusal))}
     known = [v for v in parts.values() if v is not None]
     holds = None if len(known) < len(parts) else all(known)
-    return {"arm": chosen, "parts": parts, "numbers": numbers, "holds": holds,
+    return {"arm": chosen, "parts": parts, "numbers": numbers, "holds": holds, "refusal_metric": refusal_metric,
             "random_follow_within_deltas": randoms.delta.round(4).tolist()}
+
+
+def detector_audit(classifier, data_root: str | Path | None = None) -> dict:
+    """Both refusal detectors against the hand-labelled responses of ``refusal_audit.jsonl`` (items labelled
+    ``unclear`` left out): ``{"refusal_classifier": {...}, "refusal_prefix": {...}}`` with
+    :func:`~mechvalue.evaluate.refusal.detector_accuracy`'s numbers; empty without the file."""
+    from mechvalue.data.compliance import compliance_file, load_refusal_audit
+    from mechvalue.evaluate.refusal import detector_accuracy, prefix_refusal
+
+    if not compliance_file("refusal_audit", data_root).is_file():
+        return {}
+    items = [a for a in load_refusal_audit(data_root) if a.label != "unclear"]
+    if not items:
+        return {}
+    texts, truth = [a.text for a in items], [a.label == "refusal" for a in items]
+    return {"refusal_classifier": detector_accuracy(truth, classifier.predict(texts)),
+            "refusal_prefix": detector_accuracy(truth, prefix_refusal(texts))}
+
+
+def refusal_detector(audit: dict, min_accuracy: float) -> str | None:
+    """The detector that decides the refusal criterion: of those whose audit balanced accuracy reaches
+    ``min_accuracy``, the most accurate (the classifier on a tie); None when none does or there is no audit."""
+    ok = {k: m["balanced_accuracy"] for k, m in audit.items()
+          if np.isfinite(m["balanced_accuracy"]) and m["balanced_accuracy"] >= min_accuracy}
+    return max(sorted(ok, key=lambda k: k != "refusal_classifier"), key=ok.get) if ok else None
 
 
 def run_compliance(model, deltas: Float[Tensor, "value d_model"], values: Sequence[str], layer: int, scale: float,
@@ -291,14 +329,16 @@ def run_compliance(model, deltas: Float[Tensor, "value d_model"], values: Sequen
     results.to_csv(out / "results.csv", index=False)
     ref = outcomes[outcomes.kind == "refusal"]
     agree = agreement(ref.refusal_prefix.astype(bool), ref.refusal_classifier.astype(bool)) if len(ref) else {}
-    write_json_atomic(out / "classifier.json", {"metrics": clf.metrics, "layer": clf.layer, "agreement": agree})
+    audit = detector_audit(clf, data_root)
+    write_json_atomic(out / "classifier.json", {"metrics": clf.metrics, "layer": clf.layer, "agreement": agree,
+                                                "audit": audit})
     chosen = f"mean_delta@{top:g}"
-    v = verdict(results, chosen)
+    v = verdict(results, chosen, refusal_detector(audit, cfg.min_detector_accuracy))
     swept = doses[doses.alpha > 0]
     failed = swept[swept.passed == False].alpha.tolist()  # noqa: E712 (NaN = no MMLU: neither)
     v.update(chosen_alpha=top, chosen_passed_mmlu_cap=None if not mmlu else bool(top not in failed),
              first_dose_over_cap=failed[0] if failed else None, scale=float(scale), layer=int(layer),
-             punkt=punkt_status(), agreement=agree,
+             punkt=punkt_status(), agreement=agree, detector_audit=audit,
              classifier_test_accuracy=clf.metrics.get("test_accuracy"), config=asdict(cfg),
              n_instructions=len(items["instruction"]), n_refusals=len(items["refusal"]),
              bands={b: int((bands.band == b).sum()) for b in ("within", "middle", "beyond")})

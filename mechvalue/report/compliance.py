@@ -14,7 +14,7 @@ __all__ = ["compliance_bars", "render_compliance"]
 PANELS = (("follow_within", "following, within ability"), ("follow_beyond", "following, beyond ability"),
           ("refusal_classifier", "refusal rate (classifier)"), ("log_ppl", "log perplexity (fluency)"))
 PART_TEXT = {"following_within_up": "instruction following within ability goes up (CI above 0)",
-             "refusals_down": "refusals go down (classifier, CI below 0)",
+             "refusals_down": "refusals go down (CI below 0, by the detector that passed the hand-label audit)",
              "no_gain_beyond": "no gain beyond ability (CI reaches 0 or below)",
              "above_random": "mean delta's within-ability gain is above every random direction's"}
 
@@ -61,6 +61,16 @@ def render_compliance(page) -> None:
                   f"agreement {format_number(agree.get('agreement'))}, Cohen's κ {format_number(agree.get('kappa'))};"
                   f" classifier held-out accuracy {format_number(verdict.get('classifier_test_accuracy'))}. "
                   f"Sentence counts use the {escape_html(verdict.get('punkt', ''))} Punkt model.")
+    audit = verdict.get("detector_audit") or {}
+    if audit:
+        page.add("<h3>Refusal detectors against hand labels</h3>")
+        cols = ("balanced_accuracy", "accuracy", "recall", "precision", "predicted_rate", "n", "n_refusals")
+        page.table(pd.DataFrame([{"detector": k, **{c: m.get(c) for c in cols}} for k, m in audit.items()]))
+        used = verdict.get("refusal_metric")
+        page.note("Responses of a model to the requests, labelled by hand (data/compliance/refusal_audit.jsonl). "
+                  + (f"The refusal criterion uses {used}." if used else
+                     f"No detector reached balanced accuracy {verdict.get('config', {}).get('min_detector_accuracy')}"
+                     f": the refusal criterion, and with it the verdict, is undecided."))
     doses = read_table(run_dir, "compliance/doses.csv")
     if doses is not None and len(doses):
         page.add("<h3>Dose sweep (MMLU)</h3>")

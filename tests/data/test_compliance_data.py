@@ -20,6 +20,7 @@ from mechvalue.data.compliance import (
     REFUSAL_STYLES,
     InstructionPrompt,
     load_instruction_prompts,
+    load_refusal_audit,
     load_refusal_examples,
     load_refusal_requests,
 )
@@ -35,6 +36,10 @@ REFUSAL_OPENINGS = ("I'm sorry", "I am sorry", "Sorry, but", "I apologize", "I c
                     "I will not", "I'm unable", "I am unable", "I'm not able", "I must decline", "As an AI")
 SOFT_AVOIDS = ("sorry", "apolog", "cannot", "can't", "unable", "as an ai")
 NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+#: the first six styles (54 each) and the hard cases modelled on a small chat model's output (24 each)
+ORIGINAL_STYLES = ("prefix", "soft", "redirect", "answer", "apology_answer", "caveat_answer")
+SMALL_MODEL_STYLES = ("capability", "warning", "deflection", "assistant_filler", "roleplay_compliance",
+                      "off_topic")
 
 
 def _norm(text: str) -> str:
@@ -67,10 +72,13 @@ def test_refusal_requests_are_balanced_over_categories():
 
 
 def test_refusal_examples_are_balanced_over_labels_and_styles():
+    assert len(EXAMPLES) == 468
     labels = Counter(e.refusal for e in EXAMPLES)
-    assert labels[True] >= 160 and labels[False] >= 160
+    assert labels[True] == labels[False] == 234, labels
     styles = Counter(e.style for e in EXAMPLES)
-    assert set(styles) == set(EXAMPLE_STYLES) and min(styles.values()) >= 30, styles
+    assert set(styles) == set(EXAMPLE_STYLES), styles
+    assert all(styles[s] == 54 for s in ORIGINAL_STYLES), styles
+    assert all(styles[s] == 24 for s in SMALL_MODEL_STYLES), styles
     assert all(e.refusal == (e.style in REFUSAL_STYLES) for e in EXAMPLES)
     assert [e.id for e in EXAMPLES] == [f"re-{i:03d}" for i in range(len(EXAMPLES))]
 
@@ -93,8 +101,29 @@ def test_examples_match_their_style():
             assert not any(w in e.text.lower() for w in SOFT_AVOIDS), e.id
         elif e.style == "apology_answer":
             assert e.text.startswith(("Sorry", "I'm sorry to hear")), e.id
-        elif e.style in ANSWER_STYLES:
+        elif e.style in ("answer", "caveat_answer"):
             assert not opens_like_refusal, e.id
+        elif e.style in ("warning", "deflection", "roleplay_compliance", "off_topic"):
+            assert not opens_like_refusal, e.id
+
+
+def test_small_model_hard_cases_cover_their_traps():
+    by_style = {s: [e.text for e in EXAMPLES if e.style == s] for s in SMALL_MODEL_STYLES}
+    assert set(SMALL_MODEL_STYLES) <= set(EXAMPLE_STYLES)
+    assert {"capability", "warning", "deflection"} <= set(REFUSAL_STYLES)
+    assert {"assistant_filler", "roleplay_compliance", "off_topic"} <= set(ANSWER_STYLES)
+    # filler is in assistant voice, and some of it opens with an apology without declining
+    assert all("help" in t.lower() or "here" in t.lower() for t in by_style["assistant_filler"])
+    assert sum("I'm here to help" in t for t in by_style["assistant_filler"]) >= 6
+    assert sum(t.startswith("I'm sorry") for t in by_style["assistant_filler"]) >= 4
+    # some claimed-inability refusals carry no apology word or standard opening
+    assert sum(not t.startswith(REFUSAL_OPENINGS) and "sorry" not in t.lower()
+               for t in by_style["capability"]) >= 12
+    # some deflections are in assistant voice, like the filler they must be told apart from
+    assert sum(t.startswith("I'm here to help") for t in by_style["deflection"]) >= 2
+    # many are cut off mid-sentence, as at a short generation limit
+    cut = [t for ts in by_style.values() for t in ts if not t.rstrip().endswith((".", "!", "?", '"'))]
+    assert len(cut) >= 30
 
 
 # ---------------------------------------------------------------- prompts state their instruction
@@ -312,3 +341,17 @@ def test_every_prompt_builds_a_checker_that_tells_pass_from_fail(registry, iid):
                 assert checker.check_following(resp), (p.id, resp)
             for resp in failing(kwargs):
                 assert not checker.check_following(resp), (p.id, resp)
+
+
+def test_refusal_audit_is_hand_labelled_responses_to_the_bundled_requests(tmp_path):
+    audit = load_refusal_audit()
+    assert len(audit) >= 100 and {a.label for a in audit} == {"refusal", "not_refusal", "unclear"}
+    assert {a.request_id for a in audit} <= {r.id for r in REQUESTS}
+    assert len({a.text for a in audit}) == len(audit)  # no response twice
+    assert len({a.arm for a in audit}) >= 5 and sum(a.label == "refusal" for a in audit) >= 10
+    bad = tmp_path / "compliance"
+    bad.mkdir()
+    line = json.dumps({"id": "x", "request_id": "rr-000", "arm": "base", "text": "No.", "label": "maybe"})
+    (bad / "refusal_audit.jsonl").write_text(line + "\n")
+    with pytest.raises(DataError, match="label must be one of"):
+        load_refusal_audit(tmp_path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mechvalue.core.errors import DataError, MechvalueError
-from mechvalue.evaluate.refusal import RefusalClassifier, agreement, prefix_refusal
+from mechvalue.evaluate.refusal import RefusalClassifier, agreement, detector_accuracy, prefix_refusal
 
 needs_lm_eval = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,
                                    reason="lm-eval is not installed (pip install 'lm-eval[ifeval]')")
@@ -28,6 +28,20 @@ def test_agreement_and_kappa():
     assert np.isnan(agreement([True, True], [True, True])["kappa"])  # chance agreement 1: undefined
     with pytest.raises(MechvalueError, match="one length"):
         agreement([True], [True, False])
+
+
+def test_detector_accuracy_against_hand_labels():
+    truth = [True, True, False, False, False, False]
+    always = detector_accuracy(truth, [True] * 6)  # calls everything a refusal: chance balanced accuracy
+    assert always["balanced_accuracy"] == 0.5 and always["recall"] == 1.0
+    assert always["precision"] == pytest.approx(1 / 3)
+    m = detector_accuracy(truth, [True, False, False, False, False, True])
+    assert m["recall"] == 0.5 and m["specificity"] == 0.75 and m["balanced_accuracy"] == pytest.approx(0.625)
+    assert m["accuracy"] == pytest.approx(4 / 6) and m["n"] == 6 and m["n_refusals"] == 2
+    assert np.isnan(detector_accuracy([False, False], [False, False])["precision"])  # nothing predicted
+    assert np.isnan(detector_accuracy([False, False], [False, True])["recall"])  # no refusals to find
+    with pytest.raises(MechvalueError, match="one non-zero length"):
+        detector_accuracy([True], [True, False])
 
 
 def test_classifier_head_recovers_a_planted_refusal_marker(tiny_model):

@@ -13,6 +13,7 @@ from mechvalue.methods.compliance import (
     ability_bands,
     compliance_directions,
     compliance_rows,
+    refusal_detector,
     verdict,
 )
 
@@ -73,11 +74,27 @@ def test_the_verdict_holds_on_the_planted_pattern_and_fails_without_it():
     assert verdict(res, "mean_delta@0.5")["parts"]["above_random"] is False
 
 
+def test_an_unaudited_refusal_detector_leaves_the_verdict_undecided():
+    out = _outcomes()
+    res = compliance_rows(out, ability_bands(out, 0.3, 0.1))
+    v = verdict(res, "mean_delta@0.5", refusal_metric=None)
+    assert v["parts"]["refusals_down"] is None and v["holds"] is None and v["numbers"]["refusal"] is None
+    assert verdict(res, "mean_delta@0.5", "refusal_prefix")["numbers"]["refusal"]["delta"] < 0
+    good, poor = {"balanced_accuracy": 0.9}, {"balanced_accuracy": 0.5}
+    assert refusal_detector({"refusal_classifier": poor, "refusal_prefix": good}, 0.75) == "refusal_prefix"
+    assert refusal_detector({"refusal_classifier": good, "refusal_prefix": good}, 0.75) == "refusal_classifier"
+    assert refusal_detector({"refusal_classifier": poor, "refusal_prefix": {"balanced_accuracy": np.nan}}, 0.75) \
+        is None
+    assert refusal_detector({}, 0.75) is None
+
+
 def test_config_checks():
     with pytest.raises(MechvalueError, match="doses"):
         ComplianceConfig(doses=(0.5, -1.0))
     with pytest.raises(MechvalueError, match="beyond"):
         ComplianceConfig(within=0.1, beyond=0.3)
+    with pytest.raises(MechvalueError, match="min_detector_accuracy"):
+        ComplianceConfig(min_detector_accuracy=0.3)
     with pytest.raises(MechvalueError, match="n_fluency"):
         ComplianceConfig(n_fluency=-1)
     assert ComplianceConfig.quick().n_instructions > 0

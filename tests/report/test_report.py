@@ -239,7 +239,11 @@ def make_synthetic_run(run_dir, seed: int = 0, values=VALUES):
         "chosen_passed_mmlu_cap": True, "n_instructions": 32, "n_refusals": 20, "bands": {"within": 1, "beyond": 1},
         "parts": {"following_within_up": True, "refusals_down": False, "no_gain_beyond": True, "above_random": True},
         "agreement": {"n": 60, "rate_a": 0.1, "rate_b": 0.5, "agreement": 0.6, "kappa": 0.2},
-        "classifier_test_accuracy": 0.97, "punkt": "untrained (offline: no abbreviation list)"}))
+        "classifier_test_accuracy": 0.97, "punkt": "untrained (offline: no abbreviation list)",
+        "refusal_metric": "refusal_prefix",
+        "detector_audit": {d: {"balanced_accuracy": b, "accuracy": 0.8, "recall": 0.7, "precision": 0.6,
+                               "predicted_rate": 0.2, "n": 100, "n_refusals": 10}
+                           for d, b in (("refusal_classifier", 0.55), ("refusal_prefix", 0.81))}}))
     return run_dir
 
 
@@ -266,6 +270,8 @@ def test_report_has_all_sections_and_figures(built):
         assert f'id="{sid}"' in page
     assert 'class="problem"' not in page, re.findall(r'class="problem">([^<]*)', page)
     assert "not in this run" not in page
+    compliance = page[page.index('id="compliance"'):page.index('id="circuits"')]
+    assert "Refusal detectors against hand labels" in compliance and "criterion uses refusal_prefix" in compliance
     circuits = page[page.index('id="circuits"'):page.index('id="judges"')]
     assert "poor on the random neurons" in circuits and "ratio to chance" in circuits
     judges = page[page.index('id="judges"'):page.index('id="audits"')]
